@@ -1,0 +1,97 @@
+//! The one error type of the domain. It knows nothing about HTTP: the API crate maps each variant to a
+//! status and a stable `error` code in exactly one place.
+
+use std::fmt;
+
+/// What kind of thing was not found; part of messages only, never used to branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Image,
+    Region,
+    Consumer,
+    Route,
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceKind::Image => "image",
+            ResourceKind::Region => "region",
+            ResourceKind::Consumer => "consumer",
+            ResourceKind::Route => "route",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("authentication required: {reason}")]
+    Unauthenticated { reason: String },
+    #[error("forbidden: {reason}")]
+    Forbidden { reason: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: ResourceKind, id: String },
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: String, reason: String },
+    #[error("tag key {key:?} uses the reserved prefix {prefix:?}; these tags are set by the server only")]
+    ReservedTag { key: String, prefix: &'static str },
+    #[error("an image named {name:?} already exists here")]
+    NameTaken { name: String },
+    #[error("image is {actual}; this operation needs it to be {expected}")]
+    InvalidState { actual: String, expected: String },
+    #[error("image is protected; set protected to false before deleting it")]
+    ImageProtected,
+    #[error("image is in use by {}: unregister them before deleting it", consumers.join(", "))]
+    InUse { consumers: Vec<String> },
+    #[error("the resource changed since it was read (revision {current}); fetch it again and retry")]
+    PreconditionFailed { current: i64 },
+    #[error("unsupported disk format: {detected}; only raw disk images with an MBR or GPT partition table are accepted")]
+    UnsupportedDiskFormat { detected: String },
+    #[error("checksum mismatch: expected sha256 {expected}, received {actual}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("content exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("range not satisfiable for a resource of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("unsupported media type {got:?}; send {expected}")]
+    UnsupportedMediaType { got: String, expected: &'static str },
+}
+
+impl DomainError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        DomainError::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(kind: ResourceKind, id: impl fmt::Display) -> Self {
+        DomainError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// The stable, kebab-case code clients branch on. Part of the API contract.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::Unauthenticated { .. } => "unauthorized",
+            DomainError::Forbidden { .. } => "forbidden",
+            DomainError::NotFound { .. } => "not-found",
+            DomainError::InvalidInput { .. } => "invalid-input",
+            DomainError::ReservedTag { .. } => "reserved-tag",
+            DomainError::NameTaken { .. } => "name-taken",
+            DomainError::InvalidState { .. } => "invalid-state",
+            DomainError::ImageProtected => "image-protected",
+            DomainError::InUse { .. } => "image-in-use",
+            DomainError::PreconditionFailed { .. } => "precondition-failed",
+            DomainError::UnsupportedDiskFormat { .. } => "unsupported-disk-format",
+            DomainError::ChecksumMismatch { .. } => "checksum-mismatch",
+            DomainError::TooLarge { .. } => "too-large",
+            DomainError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            DomainError::UnsupportedMediaType { .. } => "unsupported-media-type",
+        }
+    }
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;

@@ -1,0 +1,268 @@
+//! The image aggregate and the rules about who may see or change it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::ids::{BlobId, ImageId, OrganizationId, RegionId};
+use crate::name::{Description, ImageName};
+use crate::tags::{RESERVED_PREFIX, UserTags};
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident, $field:literal { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $(#[serde(rename = $s)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = DomainError;
+            fn from_str(s: &str) -> Result<Self, DomainError> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(DomainError::invalid(
+                        $field,
+                        format!("{s:?} is not one of: {}", [$($s),+].join(", ")),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Who can see an image: its organization only, or every organization in the region.
+    Visibility, "visibility" { Organization => "organization", Global => "global" }
+);
+string_enum!(
+    /// What the image holds: a whole bootable disk, or (later) a root filesystem.
+    ImageKind, "kind" { Disk => "disk", Rootfs => "rootfs" }
+);
+string_enum!(DiskFormat, "diskFormat" { Raw => "raw" });
+string_enum!(Architecture, "architecture" { X86_64 => "x86_64", Aarch64 => "aarch64" });
+string_enum!(
+    /// Where the bytes came from.
+    SourceKind, "source" { Upload => "upload", Url => "url", Oci => "oci", DockerArchive => "docker-archive" }
+);
+string_enum!(
+    /// The life cycle: `pending` waits for bytes, `importing` is being copied by the server,
+    /// `ready` can be downloaded and booted, `failed` says why in `reason`.
+    ImageState, "status" { Pending => "pending", Importing => "importing", Ready => "ready", Failed => "failed" }
+);
+
+/// Operating system description, free-form but bounded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OsInfo {
+    /// e.g. `linux`, `windows`
+    pub family: String,
+    /// e.g. `ubuntu`
+    pub distro: Option<String>,
+    /// e.g. `24.04`
+    pub version: Option<String>,
+}
+
+impl OsInfo {
+    pub fn validate(self) -> Result<Self, DomainError> {
+        let check = |field: &str, v: &str| {
+            if v.is_empty() || v.len() > 63 || v.chars().any(|c| c.is_control()) {
+                Err(DomainError::invalid(field, "must be 1-63 printable characters"))
+            } else {
+                Ok(())
+            }
+        };
+        check("os.family", &self.family)?;
+        if let Some(d) = &self.distro {
+            check("os.distro", d)?;
+        }
+        if let Some(v) = &self.version {
+            check("os.version", v)?;
+        }
+        Ok(self)
+    }
+}
+
+/// Where an image came from, recorded by the server, never by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub source: SourceKind,
+    /// The source reference without credentials (a URL, an OCI reference, an archive name).
+    pub reference: Option<String>,
+    /// `sha256:<hex>` of what was imported, once known.
+    pub digest: Option<String>,
+    /// The token subject that created the image.
+    pub imported_by: String,
+    pub imported_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: ImageState,
+    pub reason: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub id: ImageId,
+    pub name: ImageName,
+    pub description: Option<Description>,
+    /// `None` for global images.
+    pub organization_id: Option<OrganizationId>,
+    pub region_id: RegionId,
+    pub visibility: Visibility,
+    pub kind: ImageKind,
+    pub disk_format: DiskFormat,
+    pub architecture: Architecture,
+    pub os: Option<OsInfo>,
+    pub tags: UserTags,
+    pub protected: bool,
+    pub provenance: Provenance,
+    pub status: Status,
+    pub size_bytes: Option<u64>,
+    pub sha256: Option<String>,
+    /// Where the bytes are stored, once they are.
+    pub blob: Option<BlobId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub revision: i64,
+}
+
+pub mod reserved {
+    pub const SOURCE: &str = "strata.dev/source";
+    pub const ORGANIZATION: &str = "strata.dev/organization";
+    pub const IMPORTED_BY: &str = "strata.dev/imported-by";
+    pub const REFERENCE: &str = "strata.dev/reference";
+    pub const DIGEST: &str = "strata.dev/digest";
+}
+
+impl Image {
+    /// The server-owned tags mirrored from provenance and ownership. Stored beside user tags so
+    /// filters treat both alike.
+    pub fn reserved_tags(&self) -> BTreeMap<String, String> {
+        debug_assert!(reserved::SOURCE.starts_with(RESERVED_PREFIX));
+        let mut t = BTreeMap::new();
+        t.insert(reserved::SOURCE.to_owned(), self.provenance.source.to_string());
+        if let Some(org) = &self.organization_id {
+            t.insert(reserved::ORGANIZATION.to_owned(), org.to_string());
+        }
+        t.insert(reserved::IMPORTED_BY.to_owned(), self.provenance.imported_by.clone());
+        if let Some(r) = &self.provenance.reference {
+            t.insert(reserved::REFERENCE.to_owned(), r.clone());
+        }
+        if let Some(d) = &self.provenance.digest {
+            t.insert(reserved::DIGEST.to_owned(), d.clone());
+        }
+        t
+    }
+
+    /// User tags and reserved tags together, as clients see them.
+    pub fn all_tags(&self) -> BTreeMap<String, String> {
+        let mut t = self.tags.clone().into_inner();
+        t.extend(self.reserved_tags());
+        t
+    }
+
+    /// May `org` see this image? Its own images and global ones.
+    pub fn visible_to(&self, org: &OrganizationId) -> bool {
+        self.visibility == Visibility::Global || self.organization_id.as_ref() == Some(org)
+    }
+
+    /// May a caller acting for `org` change or delete this image? Only the owner; global images
+    /// only platform admins. Callers that may see but not change get the same answer as callers
+    /// that may not see: not found, so ownership is not probeable.
+    pub fn modifiable_by(&self, org: &OrganizationId, platform_admin: bool) -> bool {
+        match self.visibility {
+            Visibility::Global => platform_admin,
+            Visibility::Organization => self.organization_id.as_ref() == Some(org),
+        }
+    }
+
+    pub fn require_state(&self, expected: ImageState) -> Result<(), DomainError> {
+        if self.status.state == expected {
+            Ok(())
+        } else {
+            Err(DomainError::InvalidState {
+                actual: self.status.state.to_string(),
+                expected: expected.to_string(),
+            })
+        }
+    }
+
+    /// The strong entity tag of the metadata representation.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.revision)
+    }
+}
+
+/// Parses an `If-Match` header value against the current revision. `*` matches anything.
+pub fn check_if_match(header: &str, current_revision: i64) -> Result<(), DomainError> {
+    let current = format!("\"{current_revision}\"");
+    let ok = header.split(',').map(str::trim).any(|t| t == "*" || t == current || t.strip_prefix("W/") == Some(&current));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::PreconditionFailed { current: current_revision })
+    }
+}
+
+/// A lowercase hex sha256, as clients send it.
+pub fn parse_sha256(field: &str, s: &str) -> Result<String, DomainError> {
+    let s = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
+    if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(s)
+    } else {
+        Err(DomainError::invalid(field, "must be 64 hexadecimal characters (a sha256 digest)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip() {
+        for s in ImageState::ALL {
+            assert_eq!(s.as_str().parse::<ImageState>().unwrap(), *s);
+        }
+        assert_eq!("bogus".parse::<Architecture>().unwrap_err().code(), "invalid-input");
+    }
+
+    #[test]
+    fn if_match() {
+        assert!(check_if_match("\"3\"", 3).is_ok());
+        assert!(check_if_match("W/\"3\"", 3).is_ok());
+        assert!(check_if_match("*", 3).is_ok());
+        assert!(check_if_match("\"1\", \"3\"", 3).is_ok());
+        assert_eq!(check_if_match("\"2\"", 3).unwrap_err().code(), "precondition-failed");
+    }
+
+    #[test]
+    fn sha256() {
+        let h = "A".repeat(64);
+        assert_eq!(parse_sha256("sha256", &h).unwrap(), "a".repeat(64));
+        assert!(parse_sha256("sha256", &format!("sha256:{}", "0".repeat(64))).is_ok());
+        assert!(parse_sha256("sha256", "abc").is_err());
+    }
+}

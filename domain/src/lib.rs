@@ -1,0 +1,14 @@
+//! Strata's domain: identifiers, names, tags, images, access rules, the disk-format inspector,
+//! byte ranges and the query model. Pure: no HTTP, database, storage or async runtime in here.
+
+pub mod access;
+pub mod disk_format;
+pub mod error;
+pub mod ids;
+pub mod image;
+pub mod name;
+pub mod query;
+pub mod range;
+pub mod tags;
+
+pub use error::{DomainError, DomainResult, ResourceKind};
