@@ -1,1 +1,121 @@
-fn main() {}
+//! The `strata` binary: `serve` (default), `token`, `migrate`, `openapi`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use strata_api::{Application, Config, Overrides, auth, db, openapi};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Multi-tenant image service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Args, Default, Clone)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the embedded defaults (SQLite, blobs, development key).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print a JWT signed by the local development key.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        /// Organization the token acts for (repeatable).
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// Space-separated scopes. Default: all of them.
+        #[arg(long, default_value = "images:read images:write kernels:read kernels:write")]
+        scope: String,
+        /// Make the token a platform admin's.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The token's subject.
+        #[arg(long, default_value = "dev")]
+        sub: String,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn load(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+    Config::load(
+        common.config.as_deref(),
+        &Overrides {
+            listen,
+            data_dir: common.data_dir.clone(),
+        },
+    )
+}
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve { common: Common::default(), listen: None }) {
+        Command::Serve { common, listen } => {
+            let cfg = load(&common, listen)?;
+            let app = Application::build(cfg).await?;
+            // Scripts and tests read this line to learn the bound port.
+            println!("strata listening on http://{}", app.addr());
+            tracing::info!(addr = %app.addr(), "listening");
+            app.run().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Token { common, orgs, scope, admin, ttl, sub } => {
+            let cfg = load(&common, None)?;
+            let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+            println!("{}", auth::mint_dev_token(&cfg, &sub, &orgs, &scopes, admin, ttl)?);
+            Ok(())
+        }
+        Command::Migrate { common } => {
+            let cfg = load(&common, None)?;
+            let conn = db::connect(&cfg.database_url(), cfg.database.max_connections).await?;
+            db::migrate(&conn).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", openapi::to_json(&openapi::document()));
+            Ok(())
+        }
+    }
+}

@@ -142,6 +142,8 @@ pub struct Image {
     pub status: Status,
     pub size_bytes: Option<u64>,
     pub sha256: Option<String>,
+    /// The sha256 the creator promised; the bytes must match it.
+    pub expected_sha256: Option<String>,
     /// Where the bytes are stored, once they are.
     pub blob: Option<BlobId>,
     pub created_at: DateTime<Utc>,

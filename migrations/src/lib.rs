@@ -1,1 +1,14 @@
+//! Schema migrations, one per file, applied on start (`strata serve`) and by `strata migrate`.
 
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_images;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_images::Migration)]
+    }
+}

@@ -1,1 +1,8 @@
+//! Adapters behind small seams: blob storage over object_store and the streaming ingest pipeline.
+//! Later: the hardened HTTP fetcher, OCI pulls, archive readers.
 
+pub mod blob;
+pub mod ingest;
+
+pub use blob::{BlobRead, BlobStore, BlobWriter, StorageError};
+pub use ingest::{IngestError, IngestLimits, Ingested, ingest};

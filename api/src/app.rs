@@ -1,0 +1,107 @@
+//! `Application::build` wires config into a bound, ready-to-run server; tests bind port 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::error::JsonPayloadError;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpServer, web};
+use strata_domain::{DomainError, ResourceKind};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::error::{ApiError, bad_request};
+use crate::openapi::ApiDoc;
+use crate::state::{AppState, build_regions};
+use crate::{db, middleware, routes};
+
+/// Largest JSON request body; image bytes go through the streaming file route instead.
+const JSON_LIMIT: usize = 64 * 1024;
+
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        let db = db::connect(&cfg.database_url(), cfg.database.max_connections).await?;
+        db::migrate(&db).await?;
+        let regions = build_regions(&cfg)?;
+        let verifier = Verifier::from_config(&cfg)?;
+        let state = web::Data::new(AppState {
+            db,
+            regions,
+            verifier,
+            limits: cfg.limits.clone(),
+        });
+        let listener = TcpListener::bind(cfg.server.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
+        let addr = listener.local_addr()?;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(middleware::request_id))
+                .app_data(state.clone())
+                .app_data(json_config())
+                .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request("query", e)))
+                .app_data(web::PathConfig::default().error_handler(|e, _| bad_request("path", e)))
+                .into_utoipa_app()
+                .openapi(ApiDoc::openapi())
+                .configure(routes::configure)
+                .openapi_service(|api| SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", api))
+                .into_app()
+                .default_service(web::to(unknown_route))
+        })
+        .shutdown_timeout(cfg.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(30));
+        if let Some(w) = cfg.server.workers {
+            server = server.workers(w.max(1));
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Self { server, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until a shutdown signal (SIGTERM/SIGINT) or [`Self::handle`]`.stop()`.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _req| {
+        let e: ApiError = match &err {
+            JsonPayloadError::ContentType => DomainError::UnsupportedMediaType {
+                got: "a non-JSON content type".into(),
+                expected: "application/json",
+            }
+            .into(),
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                DomainError::TooLarge { limit: JSON_LIMIT as u64 }.into()
+            }
+            JsonPayloadError::Deserialize(e) => DomainError::invalid("body", e.to_string()).into(),
+            other => DomainError::invalid("body", other.to_string()).into(),
+        };
+        e.into()
+    })
+}
+
+async fn unknown_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(DomainError::not_found(ResourceKind::Route, req.path()).into())
+}

@@ -1,0 +1,202 @@
+//! Typed, layered configuration: built-in defaults, then the TOML file, then `STRATA__SECTION__KEY`
+//! environment variables, then command-line flags. Secrets are `SecretString`s: they never print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded defaults keep their state: SQLite file, blobs, development key.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
+    pub regions: Vec<RegionConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// How long running requests may take to finish after a shutdown signal.
+    pub shutdown_timeout_secs: u64,
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...`. Default: SQLite at `data_dir/strata.db`.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub url: Option<SecretString>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Required `iss` claim, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Trust the development HS256 key kept in `data_dir` (created on first start). Turn off in
+    /// production and configure `keys` or `jwks_file`.
+    pub dev_key: bool,
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS document on disk; every key in it must name its `alg`.
+    pub jwks_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Matched against the token's `kid` header when both are present.
+    pub kid: Option<String>,
+    /// Pinned algorithm: HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    pub algorithm: String,
+    /// HMAC secret (HS*). Prefer `secret_file` or the `STRATA__...` environment over the file.
+    #[serde(default, serialize_with = "ser_secret_opt")]
+    pub secret: Option<SecretString>,
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest image accepted, in bytes.
+    pub max_image_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub id: String,
+    /// Allow-list of organizations; absent means open to every organization.
+    pub organizations: Option<Vec<String>>,
+    pub provider: ProviderConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderConfig {
+    Local { root: PathBuf },
+}
+
+fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    // Only used to feed defaults back into figment; never for display.
+    match v {
+        Some(secret) => s.serialize_some(secret.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            regions: Vec::new(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout_secs: 30,
+            workers: None,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            dev_key: true,
+            keys: Vec::new(),
+            jwks_file: None,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_image_bytes: 64 << 30,
+        }
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("STRATA__").split("__"));
+        if let Some(listen) = overrides.listen {
+            fig = fig.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            fig = fig.merge(Serialized::default("data_dir", dir));
+        }
+        let cfg: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(cfg)
+    }
+
+    pub fn database_url(&self) -> SecretString {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => SecretString::from(format!("sqlite://{}?mode=rwc", self.data_dir.join("strata.db").display())),
+        }
+    }
+
+    /// The configured regions, or the embedded default.
+    pub fn effective_regions(&self) -> Vec<RegionConfig> {
+        if self.regions.is_empty() {
+            vec![RegionConfig {
+                id: "local".into(),
+                organizations: None,
+                provider: ProviderConfig::Local {
+                    root: self.data_dir.join("blobs"),
+                },
+            }]
+        } else {
+            self.regions.clone()
+        }
+    }
+
+    pub fn dev_key_path(&self) -> PathBuf {
+        self.data_dir.join("dev-signing-key")
+    }
+}

@@ -1,0 +1,90 @@
+//! sea-orm entities, mirroring the migrations. Rows are converted to domain types in `db::images`;
+//! nothing outside `db` sees these.
+
+pub mod images {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "images")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub region_id: String,
+        pub organization_id: Option<String>,
+        pub visibility: String,
+        pub kind: String,
+        pub disk_format: String,
+        pub architecture: String,
+        pub name: String,
+        pub description: Option<String>,
+        pub os_family: Option<String>,
+        pub os_distro: Option<String>,
+        pub os_version: Option<String>,
+        pub protected: bool,
+        pub source: String,
+        pub reference: Option<String>,
+        pub digest: Option<String>,
+        pub imported_by: String,
+        pub imported_at: i64,
+        pub state: String,
+        pub reason: Option<String>,
+        pub bytes_done: i64,
+        pub bytes_total: Option<i64>,
+        pub size_bytes: Option<i64>,
+        pub sha256: Option<String>,
+        pub expected_sha256: Option<String>,
+        pub blob_id: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub revision: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod image_tags {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "image_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub image_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+        pub reserved: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod image_consumers {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "image_consumers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub image_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer_id: String,
+        pub kind: String,
+        pub description: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

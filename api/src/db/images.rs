@@ -1,0 +1,389 @@
+//! The image repository.
+
+use std::collections::BTreeMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use strata_domain::DomainError;
+use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
+use strata_domain::image::{Image, ImageState, OsInfo, Provenance, Status, reserved};
+use strata_domain::name::{Description, ImageName};
+use strata_domain::query::{Cursor, ImageQuery, OrgFilter, Sort};
+use strata_domain::tags::UserTags;
+
+use super::entities::{image_consumers, image_tags, images};
+use super::{from_micros, is_fk_violation, is_unique_violation, micros, now};
+use crate::error::{ApiError, ApiResult};
+
+fn to_active(img: &Image) -> images::ActiveModel {
+    images::ActiveModel {
+        id: Set(img.id.to_string()),
+        region_id: Set(img.region_id.to_string()),
+        organization_id: Set(img.organization_id.as_ref().map(ToString::to_string)),
+        visibility: Set(img.visibility.to_string()),
+        kind: Set(img.kind.to_string()),
+        disk_format: Set(img.disk_format.to_string()),
+        architecture: Set(img.architecture.to_string()),
+        name: Set(img.name.to_string()),
+        description: Set(img.description.as_ref().map(|d| d.as_str().to_owned())),
+        os_family: Set(img.os.as_ref().map(|o| o.family.clone())),
+        os_distro: Set(img.os.as_ref().and_then(|o| o.distro.clone())),
+        os_version: Set(img.os.as_ref().and_then(|o| o.version.clone())),
+        protected: Set(img.protected),
+        source: Set(img.provenance.source.to_string()),
+        reference: Set(img.provenance.reference.clone()),
+        digest: Set(img.provenance.digest.clone()),
+        imported_by: Set(img.provenance.imported_by.clone()),
+        imported_at: Set(micros(img.provenance.imported_at)),
+        state: Set(img.status.state.to_string()),
+        reason: Set(img.status.reason.clone()),
+        bytes_done: Set(img.status.bytes_done as i64),
+        bytes_total: Set(img.status.bytes_total.map(|b| b as i64)),
+        size_bytes: Set(img.size_bytes.map(|b| b as i64)),
+        sha256: Set(img.sha256.clone()),
+        expected_sha256: Set(img.expected_sha256.clone()),
+        blob_id: Set(img.blob.map(|b| b.to_string())),
+        created_at: Set(micros(img.created_at)),
+        updated_at: Set(micros(img.updated_at)),
+        revision: Set(img.revision),
+    }
+}
+
+fn nonneg(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Result<Image> {
+    let uuid = |s: &str| uuid::Uuid::parse_str(s).map_err(|e| anyhow::anyhow!("bad uuid {s:?} in row: {e}"));
+    Ok(Image {
+        id: ImageId::from_uuid(uuid(&m.id)?),
+        name: ImageName::parse(&m.name)?,
+        description: m.description.as_deref().map(Description::parse).transpose()?,
+        organization_id: m.organization_id.as_deref().map(OrganizationId::parse).transpose()?,
+        region_id: RegionId::parse(&m.region_id)?,
+        visibility: m.visibility.parse()?,
+        kind: m.kind.parse()?,
+        disk_format: m.disk_format.parse()?,
+        architecture: m.architecture.parse()?,
+        os: m.os_family.map(|family| OsInfo {
+            family,
+            distro: m.os_distro,
+            version: m.os_version,
+        }),
+        tags: UserTags::parse(user_tags)?,
+        protected: m.protected,
+        provenance: Provenance {
+            source: m.source.parse()?,
+            reference: m.reference,
+            digest: m.digest,
+            imported_by: m.imported_by,
+            imported_at: from_micros(m.imported_at)?,
+        },
+        status: Status {
+            state: m.state.parse()?,
+            reason: m.reason,
+            bytes_done: nonneg(m.bytes_done),
+            bytes_total: m.bytes_total.map(nonneg),
+        },
+        size_bytes: m.size_bytes.map(nonneg),
+        sha256: m.sha256,
+        expected_sha256: m.expected_sha256,
+        blob: m.blob_id.as_deref().map(uuid).transpose()?.map(BlobId::from_uuid),
+        created_at: from_micros(m.created_at)?,
+        updated_at: from_micros(m.updated_at)?,
+        revision: m.revision,
+    })
+}
+
+async fn write_tags<C: ConnectionTrait>(c: &C, img: &Image) -> Result<(), sea_orm::DbErr> {
+    let id = img.id.to_string();
+    image_tags::Entity::delete_many()
+        .filter(image_tags::Column::ImageId.eq(&id))
+        .exec(c)
+        .await?;
+    let user = img.tags.iter().map(|(k, v)| (k.clone(), v.clone(), false));
+    let rows: Vec<_> = user
+        .chain(img.reserved_tags().into_iter().map(|(k, v)| (k, v, true)))
+        .map(|(key, value, reserved)| image_tags::ActiveModel {
+            image_id: Set(id.clone()),
+            key: Set(key),
+            value: Set(value),
+            reserved: Set(reserved),
+        })
+        .collect();
+    if !rows.is_empty() {
+        image_tags::Entity::insert_many(rows).exec(c).await?;
+    }
+    Ok(())
+}
+
+async fn load_user_tags<C: ConnectionTrait>(
+    c: &C,
+    ids: Vec<String>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, sea_orm::DbErr> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let rows = image_tags::Entity::find()
+        .filter(image_tags::Column::ImageId.is_in(ids))
+        .filter(image_tags::Column::Reserved.eq(false))
+        .all(c)
+        .await?;
+    for r in rows {
+        out.entry(r.image_id).or_default().insert(r.key, r.value);
+    }
+    Ok(out)
+}
+
+async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> ApiResult<Vec<Image>> {
+    let mut tags = load_user_tags(c, rows.iter().map(|r| r.id.clone()).collect()).await?;
+    rows.into_iter()
+        .map(|r| {
+            let t = tags.remove(&r.id).unwrap_or_default();
+            from_row(r, t).map_err(ApiError::Internal)
+        })
+        .collect()
+}
+
+/// Inserts a new image. The unique indexes decide name conflicts, across replicas.
+pub async fn insert(db: &DatabaseConnection, img: &Image) -> ApiResult<()> {
+    let txn = db.begin().await?;
+    match images::Entity::insert(to_active(img)).exec(&txn).await {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(DomainError::NameTaken { name: img.name.to_string() }.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    write_tags(&txn, img).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn find(db: &DatabaseConnection, region: &RegionId, id: ImageId) -> ApiResult<Option<Image>> {
+    let row = images::Entity::find_by_id(id.to_string())
+        .filter(images::Column::RegionId.eq(region.as_str()))
+        .one(db)
+        .await?;
+    match row {
+        Some(r) => Ok(hydrate(db, vec![r]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// Writes the user-editable fields of `img` if the row is still at `expected_revision`.
+/// Returns false when someone else changed it first.
+pub async fn update_metadata(db: &DatabaseConnection, img: &Image, expected_revision: i64) -> ApiResult<bool> {
+    let txn = db.begin().await?;
+    let res = images::Entity::update_many()
+        .col_expr(images::Column::Name, Expr::value(img.name.to_string()))
+        .col_expr(
+            images::Column::Description,
+            Expr::value(img.description.as_ref().map(|d| d.as_str().to_owned())),
+        )
+        .col_expr(images::Column::Protected, Expr::value(img.protected))
+        .col_expr(images::Column::UpdatedAt, Expr::value(micros(img.updated_at)))
+        .col_expr(images::Column::Revision, Expr::value(img.revision))
+        .filter(images::Column::Id.eq(img.id.to_string()))
+        .filter(images::Column::Revision.eq(expected_revision))
+        .exec(&txn)
+        .await;
+    let res = match res {
+        Ok(r) => r,
+        Err(e) if is_unique_violation(&e) => {
+            return Err(DomainError::NameTaken { name: img.name.to_string() }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if res.rows_affected == 0 {
+        return Ok(false);
+    }
+    write_tags(&txn, img).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// `pending` -> `ready` with the stored blob. Only one uploader can win: the update is
+/// conditional on the state, so a concurrent upload of the same image finds it already ready.
+pub async fn mark_ready(
+    db: &DatabaseConnection,
+    id: ImageId,
+    blob: BlobId,
+    size: u64,
+    sha256: &str,
+) -> ApiResult<bool> {
+    let txn = db.begin().await?;
+    let digest = format!("sha256:{sha256}");
+    let res = images::Entity::update_many()
+        .col_expr(images::Column::State, Expr::value(ImageState::Ready.to_string()))
+        .col_expr(images::Column::Reason, Expr::value(Option::<String>::None))
+        .col_expr(images::Column::BlobId, Expr::value(blob.to_string()))
+        .col_expr(images::Column::SizeBytes, Expr::value(size as i64))
+        .col_expr(images::Column::BytesDone, Expr::value(size as i64))
+        .col_expr(images::Column::BytesTotal, Expr::value(size as i64))
+        .col_expr(images::Column::Sha256, Expr::value(sha256.to_owned()))
+        .col_expr(images::Column::Digest, Expr::value(digest.clone()))
+        .col_expr(images::Column::UpdatedAt, Expr::value(micros(now())))
+        .col_expr(images::Column::Revision, Expr::col(images::Column::Revision).add(1))
+        .filter(images::Column::Id.eq(id.to_string()))
+        .filter(images::Column::State.eq(ImageState::Pending.to_string()))
+        .exec(&txn)
+        .await?;
+    if res.rows_affected == 0 {
+        return Ok(false);
+    }
+    image_tags::Entity::delete_many()
+        .filter(image_tags::Column::ImageId.eq(id.to_string()))
+        .filter(image_tags::Column::Key.eq(reserved::DIGEST))
+        .exec(&txn)
+        .await?;
+    image_tags::Entity::insert(image_tags::ActiveModel {
+        image_id: Set(id.to_string()),
+        key: Set(reserved::DIGEST.to_owned()),
+        value: Set(digest),
+        reserved: Set(true),
+    })
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+pub enum DeleteOutcome {
+    /// Deleted; the blob it pointed to, if any, can now be removed.
+    Deleted { blob: Option<BlobId> },
+    Gone,
+    Protected,
+    InUse(Vec<String>),
+}
+
+/// Deletes an image unless it is protected or has consumers. The checks are part of the delete
+/// itself (a conditional `DELETE` and a `RESTRICT` foreign key), so a concurrent `PATCH protected`
+/// or consumer registration cannot slip between check and delete.
+pub async fn delete(db: &DatabaseConnection, img: &Image) -> ApiResult<DeleteOutcome> {
+    let id = img.id.to_string();
+    let txn = db.begin().await?;
+    let consumers = consumer_names(&txn, &id).await?;
+    if !consumers.is_empty() {
+        return Ok(DeleteOutcome::InUse(consumers));
+    }
+    let res = images::Entity::delete_many()
+        .filter(images::Column::Id.eq(&id))
+        .filter(images::Column::Protected.eq(false))
+        .exec(&txn)
+        .await;
+    match res {
+        Ok(r) if r.rows_affected == 1 => {
+            txn.commit().await?;
+            Ok(DeleteOutcome::Deleted { blob: img.blob })
+        }
+        Ok(_) => {
+            let still = images::Entity::find_by_id(id).one(&txn).await?;
+            Ok(if still.is_some() { DeleteOutcome::Protected } else { DeleteOutcome::Gone })
+        }
+        Err(e) if is_fk_violation(&e) => {
+            drop(txn);
+            Ok(DeleteOutcome::InUse(consumer_names(db, &img.id.to_string()).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn consumer_names<C: ConnectionTrait>(c: &C, image_id: &str) -> Result<Vec<String>, sea_orm::DbErr> {
+    let rows = image_consumers::Entity::find()
+        .filter(image_consumers::Column::ImageId.eq(image_id))
+        .order_by_asc(image_consumers::Column::ConsumerId)
+        .all(c)
+        .await?;
+    Ok(rows.into_iter().map(|r| format!("{} {}", r.kind, r.consumer_id)).collect())
+}
+
+/// Images of one organization (and, with `include_global`, the global ones) in a region, by name.
+pub async fn list_for_org(
+    db: &DatabaseConnection,
+    region: &RegionId,
+    org: &OrganizationId,
+    include_global: bool,
+) -> ApiResult<Vec<Image>> {
+    let mut who = Condition::any().add(images::Column::OrganizationId.eq(org.as_str()));
+    if include_global {
+        who = who.add(images::Column::OrganizationId.is_null());
+    }
+    let rows = images::Entity::find()
+        .filter(images::Column::RegionId.eq(region.as_str()))
+        .filter(who)
+        .order_by_asc(images::Column::Name)
+        .order_by_asc(images::Column::Id)
+        .all(db)
+        .await?;
+    hydrate(db, rows).await
+}
+
+/// One page of the v2 query, plus whether more follow.
+pub async fn query(db: &DatabaseConnection, region: &RegionId, q: &ImageQuery) -> ApiResult<(Vec<Image>, bool)> {
+    use images::Column as C;
+    let mut sel = images::Entity::find().filter(C::RegionId.eq(region.as_str()));
+    sel = match (&q.organizations, q.include_global) {
+        (OrgFilter::Any, true) => sel,
+        (OrgFilter::Any, false) => sel.filter(C::OrganizationId.is_not_null()),
+        (OrgFilter::Only(orgs), include_global) => {
+            if orgs.is_empty() && !include_global {
+                return Ok((vec![], false));
+            }
+            let mut who = Condition::any();
+            if !orgs.is_empty() {
+                who = who.add(C::OrganizationId.is_in(orgs.iter().map(|o| o.as_str().to_owned())));
+            }
+            if include_global {
+                who = who.add(C::OrganizationId.is_null());
+            }
+            sel.filter(who)
+        }
+    };
+    if !q.states.is_empty() {
+        sel = sel.filter(C::State.is_in(q.states.iter().map(|s| s.to_string())));
+    }
+    if let Some(name) = &q.name {
+        sel = sel.filter(C::Name.eq(name.as_str()));
+    }
+    if let Some(arch) = q.architecture {
+        sel = sel.filter(C::Architecture.eq(arch.to_string()));
+    }
+    for t in &q.tags {
+        let mut sub = Query::select();
+        sub.column(image_tags::Column::ImageId)
+            .from(image_tags::Entity)
+            .and_where(image_tags::Column::Key.eq(&t.key));
+        if let Some(v) = &t.value {
+            sub.and_where(image_tags::Column::Value.eq(v));
+        }
+        sel = sel.filter(C::Id.in_subquery(sub.to_owned()));
+    }
+    if let Some(cursor) = &q.after {
+        let cond = match (cursor, q.sort) {
+            (Cursor::Name { name, id }, _) => Condition::any()
+                .add(C::Name.gt(name))
+                .add(Condition::all().add(C::Name.eq(name)).add(C::Id.gt(id.to_string()))),
+            (Cursor::CreatedAt { at, id }, Sort::CreatedAtDesc) => Condition::any()
+                .add(C::CreatedAt.lt(micros(*at)))
+                .add(Condition::all().add(C::CreatedAt.eq(micros(*at))).add(C::Id.lt(id.to_string()))),
+            (Cursor::CreatedAt { at, id }, _) => Condition::any()
+                .add(C::CreatedAt.gt(micros(*at)))
+                .add(Condition::all().add(C::CreatedAt.eq(micros(*at))).add(C::Id.gt(id.to_string()))),
+        };
+        sel = sel.filter(cond);
+    }
+    sel = match q.sort {
+        Sort::Name => sel.order_by_asc(C::Name).order_by_asc(C::Id),
+        Sort::CreatedAt => sel.order_by_asc(C::CreatedAt).order_by_asc(C::Id),
+        Sort::CreatedAtDesc => sel.order_by_desc(C::CreatedAt).order_by_desc(C::Id),
+    };
+    let mut rows = sel.limit(u64::from(q.limit) + 1).all(db).await?;
+    let more = rows.len() > q.limit as usize;
+    rows.truncate(q.limit as usize);
+    Ok((hydrate(db, rows).await?, more))
+}

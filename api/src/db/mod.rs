@@ -1,0 +1,77 @@
+//! Persistence: connection, migrations, and repositories that speak domain types. Uniqueness,
+//! state transitions and "in use" are decided by the database (constraints and conditional
+//! updates), never by an in-process lock, so any number of replicas can share it.
+
+pub mod consumers;
+pub mod entities;
+pub mod images;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+use strata_migrations::MigratorTrait;
+use secrecy::{ExposeSecret, SecretString};
+
+pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow::Result<DatabaseConnection> {
+    let raw = url.expose_secret();
+    let is_sqlite = raw.starts_with("sqlite:");
+    if is_sqlite {
+        if let Some(path) = raw.strip_prefix("sqlite://").and_then(|p| p.split('?').next()) {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+    }
+    let mut opts = ConnectOptions::new(raw.to_owned());
+    opts.max_connections(max_connections.unwrap_or(if is_sqlite { 4 } else { 16 }))
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false);
+    // The URL may carry a password: errors name the backend only.
+    let backend = raw.split(':').next().unwrap_or("database").to_owned();
+    let db = Database::connect(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the {backend} database: {}", redact_db_error(&e)))?;
+    if is_sqlite {
+        use sea_orm::ConnectionTrait;
+        // WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing.
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON"] {
+            db.execute_unprepared(pragma).await?;
+        }
+    }
+    Ok(db)
+}
+
+fn redact_db_error(e: &DbErr) -> String {
+    // sqlx errors do not include the URL, but be defensive about anything that looks like one.
+    let s = e.to_string();
+    if s.contains("://") { "connection failed".into() } else { s }
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    strata_migrations::Migrator::up(db, None).await?;
+    Ok(())
+}
+
+pub(crate) fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+pub(crate) fn is_fk_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_)))
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(us: i64) -> anyhow::Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| anyhow::anyhow!("timestamp {us} out of range"))
+}
+
+/// Now, truncated to what the database stores, so values read back compare equal.
+pub(crate) fn now() -> DateTime<Utc> {
+    let n = Utc::now();
+    DateTime::from_timestamp_micros(n.timestamp_micros()).unwrap_or(n)
+}

@@ -1,0 +1,116 @@
+//! The one place errors become HTTP: status, stable `error` code, headers, body.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use strata_domain::DomainError;
+use strata_providers::StorageError;
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The id of the request being served; set by the request-id middleware.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Every error response has this body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Stable kebab-case code to branch on, e.g. `not-found`, `name-taken`, `unsupported-disk-format`.
+    #[schema(example = "not-found")]
+    pub error: String,
+    /// What went wrong and what to do about it, for people.
+    pub message: String,
+    /// Quote this when reporting a problem; it is in the server's log too.
+    pub request_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Anything the caller cannot fix. The cause is logged, never sent.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+fn status_of(e: &DomainError) -> StatusCode {
+    use DomainError as D;
+    match e {
+        D::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+        D::Forbidden { .. } => StatusCode::FORBIDDEN,
+        D::NotFound { .. } => StatusCode::NOT_FOUND,
+        D::InvalidInput { .. } | D::ReservedTag { .. } => StatusCode::BAD_REQUEST,
+        D::NameTaken { .. } | D::InvalidState { .. } | D::ImageProtected | D::InUse { .. } => StatusCode::CONFLICT,
+        D::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+        D::UnsupportedDiskFormat { .. } | D::ChecksumMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        D::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        D::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        D::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Domain(d) => status_of(d),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let request_id = current_request_id();
+        let (code, message) = match self {
+            ApiError::Domain(d) => (d.code(), d.to_string()),
+            ApiError::Internal(cause) => {
+                tracing::error!(request_id, error = format!("{cause:#}"), "internal error");
+                ("internal", "internal server error; quote the request id when reporting it".to_owned())
+            }
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Domain(DomainError::Unauthenticated { .. }) => {
+                res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\"")));
+            }
+            ApiError::Domain(DomainError::RangeNotSatisfiable { size }) => {
+                res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            _ => {}
+        }
+        res.json(ErrorBody {
+            error: code.to_owned(),
+            message,
+            request_id,
+        })
+    }
+}
+
+/// Turns the framework's own extractor errors (bad JSON, bad path) into our error shape.
+pub fn bad_request(field: &str, err: impl std::fmt::Display) -> actix_web::Error {
+    ApiError::Domain(DomainError::invalid(field, err.to_string())).into()
+}

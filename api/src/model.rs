@@ -1,0 +1,275 @@
+//! The JSON shapes of the API, with their OpenAPI schemas. Conversions to and from domain types
+//! live here so handlers stay thin.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use strata_domain::image::{Architecture, DiskFormat, Image, ImageKind, ImageState, OsInfo, SourceKind, Visibility};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::db::consumers::ConsumerRow;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenanceView {
+    pub source: SourceKind,
+    /// Where the bytes came from, without credentials; null for uploads.
+    pub reference: Option<String>,
+    /// `sha256:<hex>` of the imported content, once known.
+    pub digest: Option<String>,
+    /// The token subject that created the image.
+    pub imported_by: String,
+    pub imported_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub state: ImageState,
+    /// Why the image is `failed`, for people.
+    pub reason: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// Null for global images.
+    pub organization_id: Option<String>,
+    pub region_id: String,
+    pub visibility: Visibility,
+    pub kind: ImageKind,
+    pub disk_format: DiskFormat,
+    pub architecture: Architecture,
+    pub os: Option<OsInfo>,
+    /// User tags plus the server's read-only `strata.dev/` provenance tags.
+    pub tags: BTreeMap<String, String>,
+    pub protected: bool,
+    pub provenance: ProvenanceView,
+    pub status: StatusView,
+    pub size_bytes: Option<u64>,
+    /// Hex sha256 of the content, once stored.
+    pub sha256: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Increases with every change; the `ETag` is this number in quotes.
+    pub revision: i64,
+}
+
+impl From<&Image> for ImageView {
+    fn from(i: &Image) -> Self {
+        Self {
+            id: i.id.as_uuid(),
+            name: i.name.to_string(),
+            description: i.description.as_ref().map(|d| d.as_str().to_owned()),
+            organization_id: i.organization_id.as_ref().map(ToString::to_string),
+            region_id: i.region_id.to_string(),
+            visibility: i.visibility,
+            kind: i.kind,
+            disk_format: i.disk_format,
+            architecture: i.architecture,
+            os: i.os.clone(),
+            tags: i.all_tags(),
+            protected: i.protected,
+            provenance: ProvenanceView {
+                source: i.provenance.source,
+                reference: i.provenance.reference.clone(),
+                digest: i.provenance.digest.clone(),
+                imported_by: i.provenance.imported_by.clone(),
+                imported_at: i.provenance.imported_at,
+            },
+            status: StatusView {
+                state: i.status.state,
+                reason: i.status.reason.clone(),
+                bytes_done: i.status.bytes_done,
+                bytes_total: i.status.bytes_total,
+            },
+            size_bytes: i.size_bytes,
+            sha256: i.sha256.clone(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            revision: i.revision,
+        }
+    }
+}
+
+/// Where the image's bytes will come from.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// The caller uploads the bytes with `PUT .../file`.
+    Upload {
+        /// Expected hex sha256 of the upload; a mismatch is refused with `checksum-mismatch`.
+        sha256: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateImageRequest {
+    /// 1-63 lowercase letters, digits, `.`, `_`, `-`; starts and ends alphanumeric.
+    pub name: String,
+    pub description: Option<String>,
+    /// Default `x86_64`.
+    pub architecture: Option<Architecture>,
+    pub os: Option<OsInfo>,
+    /// At most 64; keys 1-63 characters, values up to 255; `strata.dev/` keys are reserved.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Protected images cannot be deleted. Default false.
+    pub protected: Option<bool>,
+    /// Default `organization`; `global` needs a platform-admin token.
+    pub visibility: Option<Visibility>,
+    pub source: SourceSpec,
+}
+
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A JSON merge patch (RFC 7396): absent fields stay, `null` clears (description) or removes (a tag).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchImageRequest {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// Per key: a string sets the tag, null removes it. `null` for the whole object removes all user tags.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    pub tags: Option<Option<BTreeMap<String, Option<String>>>>,
+    pub protected: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumerRequest {
+    /// What uses the image, e.g. `vm`: 1-63 lowercase letters, digits and `-`.
+    pub kind: String,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerView {
+    pub id: String,
+    pub kind: String,
+    pub description: Option<String>,
+    /// The organization that registered the consumer.
+    pub organization_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&ConsumerRow> for ConsumerView {
+    fn from(r: &ConsumerRow) -> Self {
+        let at = |us| DateTime::from_timestamp_micros(us).unwrap_or_default();
+        Self {
+            id: r.consumer_id.clone(),
+            kind: r.kind.clone(),
+            description: r.description.clone(),
+            organization_id: r.organization_id.clone(),
+            created_at: at(r.created_at),
+            updated_at: at(r.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePage {
+    pub items: Vec<ImageView>,
+    /// Pass as `pageToken` to get the next page; null on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// Per dependency: `ok` or a short reason (no internal details).
+    pub checks: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `owned`: only the organization's own images; `available` (default): plus global images.
+    pub scope: Option<String>,
+}
+
+/// Path parameters, for the OpenAPI document.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(non_snake_case, dead_code)]
+pub struct OrgRegionPath {
+    /// Organization the call acts for; must be in the token's `org_ids`.
+    organizationID: String,
+    /// Region id.
+    regionID: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(non_snake_case, dead_code)]
+pub struct ImagePath {
+    /// Organization the call acts for; must be in the token's `org_ids`.
+    organizationID: String,
+    /// Region id.
+    regionID: String,
+    /// Image id (UUID).
+    imageID: uuid::Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(non_snake_case, dead_code)]
+pub struct ConsumerPath {
+    /// Organization the call acts for; must be in the token's `org_ids`.
+    organizationID: String,
+    /// Region id.
+    regionID: String,
+    /// Image id (UUID).
+    imageID: uuid::Uuid,
+    /// The consumer's id in the system that registers it (e.g. a VM id): 1-128 of `A-Za-z0-9._:-`.
+    consumerID: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(non_snake_case, dead_code)]
+pub struct RegionPath {
+    /// Region id.
+    regionID: String,
+}
+
+/// Query parameters of the v2 image query, for the OpenAPI document (parsed by hand because
+/// several are repeatable).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(non_snake_case, dead_code)]
+pub struct QueryParamsDoc {
+    /// Repeatable. Organizations to include; ones the caller may not read are dropped silently.
+    /// Default: every organization the caller may read.
+    organizationID: Option<Vec<String>>,
+    /// `available` (default; includes global images) or `owned`.
+    scope: Option<String>,
+    /// Repeatable: `pending`, `importing`, `ready`, `failed`.
+    status: Option<Vec<ImageState>>,
+    /// Exact image name.
+    name: Option<String>,
+    architecture: Option<Architecture>,
+    /// Repeatable: `key=value` (exact value) or `key` (any value); reserved `strata.dev/` tags too.
+    tag: Option<Vec<String>>,
+    /// `name` (default), `createdAt` or `-createdAt`; ties are broken by id.
+    sort: Option<String>,
+    /// 1-1000, default 100.
+    limit: Option<u32>,
+    /// `nextPageToken` of the previous page, with the same other parameters.
+    pageToken: Option<String>,
+}

@@ -1,0 +1,101 @@
+//! The OpenAPI document. Paths are collected from the registered routes by utoipa-actix-web, so a
+//! route cannot exist without being documented; `openapi/openapi.json` is a committed snapshot.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+
+use crate::error::ErrorBody;
+
+pub const BEARER: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Strata image service",
+        description = "Multi-tenant image service: organization- and region-scoped images (v1) and a \
+                       flat per-region query (v2). Every call needs a bearer JWT.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(
+        schemas(ErrorBody),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Internal)
+    ),
+    tags(
+        (name = "images", description = "v1: images of one organization in one region"),
+        (name = "image-files", description = "v1: image content"),
+        (name = "consumers", description = "v1: who uses an image; in-use images cannot be deleted"),
+        (name = "query", description = "v2: flat image query for consoles and automation"),
+        (name = "health", description = "liveness and readiness")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "JWT with `sub`, `org_ids`, `scope` (images:read images:write kernels:read \
+                         kernels:write) and optional `platform_admin`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Raw bytes (`application/octet-stream`).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct Binary(Vec<u8>);
+
+/// The request is malformed: `invalid-input` (or `reserved-tag` for writes to `strata.dev/` tags).
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct BadRequest(ErrorBody);
+
+/// `unauthorized`: the bearer token is missing, malformed, expired or not signed by a trusted key.
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct Unauthorized(ErrorBody);
+
+/// `forbidden`: the token lacks the scope, or does not act for the organization in the path.
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct Forbidden(ErrorBody);
+
+/// `not-found`: no such region for this organization, or no such resource visible to it.
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct NotFound(ErrorBody);
+
+/// `internal`: an unexpected failure; the body carries only the request id.
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct Internal(ErrorBody);
+
+/// The full document: the static parts above plus every registered route.
+pub fn document() -> utoipa::openapi::OpenApi {
+    use utoipa_actix_web::AppExt;
+    let (_, api) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(crate::routes::configure)
+        .split_for_parts();
+    api
+}
+
+pub fn to_json(api: &utoipa::openapi::OpenApi) -> String {
+    let mut s = api.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}

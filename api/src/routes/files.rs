@@ -1,0 +1,108 @@
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, put, web};
+use futures::TryStreamExt;
+use strata_domain::DomainError;
+
+use crate::error::{ApiResult, ErrorBody};
+use crate::model::{ImagePath, ImageView};
+use crate::openapi::{BadRequest, Binary, Forbidden, Internal, NotFound, Unauthorized};
+use crate::service;
+use crate::service::images::Download;
+use crate::state::AppState;
+use crate::tenancy::{ImageRef, ImagesRead, ImagesWrite, OrgRegion};
+
+const OCTET: &str = "application/octet-stream";
+
+/// Upload the image's bytes (streamed; raw disks only)
+#[utoipa::path(
+    tag = "image-files",
+    operation_id = "uploadImageFile",
+    params(ImagePath),
+    request_body(content = Binary, content_type = "application/octet-stream",
+        description = "A raw disk image: MBR with boot signature and sane partition entries, or a protective MBR followed by a GPT header"),
+    responses(
+        (status = 200, description = "Stored and verified; the image is `ready`", body = ImageView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not-found`: no such image, or the organization does not own it", body = ErrorBody),
+        (status = 409, description = "`invalid-state`: the image is not `pending`", body = ErrorBody),
+        (status = 413, description = "`too-large`: over the configured size cap", body = ErrorBody),
+        (status = 415, description = "`unsupported-media-type`: send `application/octet-stream`", body = ErrorBody),
+        (status = 422, description = "`unsupported-disk-format` (the message names the detected format, e.g. qcow2) or `checksum-mismatch`", body = ErrorBody),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/images/{imageID}/file")]
+async fn upload_file(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesWrite>,
+    id: ImageRef,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        if ct.split(';').next().map(str::trim) != Some(OCTET) {
+            return Err(DomainError::UnsupportedMediaType { got: ct.to_owned(), expected: OCTET }.into());
+        }
+    }
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let img = service::images::upload(&st, &access, id.0, length, body.into_stream()).await?;
+    Ok(HttpResponse::Ok().insert_header((header::ETAG, img.etag())).json(ImageView::from(&img)))
+}
+
+/// Download the image's bytes (single byte ranges supported)
+#[utoipa::path(
+    tag = "image-files",
+    operation_id = "downloadImageFile",
+    params(ImagePath, ("Range" = Option<String>, Header, description = "One range, e.g. `bytes=0-511`; multiple ranges get the whole file")),
+    responses(
+        (status = 200, description = "The whole image", content_type = "application/octet-stream", body = Binary,
+            headers(("Content-Length" = u64, description = "Size"), ("ETag" = String, description = "The quoted sha256"), ("Accept-Ranges" = String, description = "bytes"))),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Binary,
+            headers(("Content-Range" = String, description = "bytes START-END/SIZE"), ("Content-Length" = u64, description = "Length of the range"), ("ETag" = String, description = "The quoted sha256"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`invalid-state`: the image is not `ready`", body = ErrorBody),
+        (status = 416, description = "`range-not-satisfiable`: the range starts past the end", body = ErrorBody,
+            headers(("Content-Range" = String, description = "bytes */SIZE"))),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/images/{imageID}/file")]
+async fn download_file(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesRead>,
+    id: ImageRef,
+) -> ApiResult<HttpResponse> {
+    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    let dl = service::images::download(&st, &access, id.0, range).await?;
+    let (mut res, img, body, len) = match dl {
+        Download::Full { image, body } => {
+            let len = body.size;
+            (HttpResponse::Ok(), image, body, len)
+        }
+        Download::Partial { image, body, start, end } => {
+            let mut res = HttpResponse::PartialContent();
+            res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", body.size)));
+            (res, image, body, end - start + 1)
+        }
+    };
+    let etag = format!("\"{}\"", img.sha256.as_deref().unwrap_or_default());
+    Ok(res
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .content_type(OCTET)
+        .no_chunking(len)
+        .streaming(body.stream))
+}

@@ -1,0 +1,159 @@
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use strata_domain::DomainError;
+
+use crate::error::ApiResult;
+use crate::model::{CreateImageRequest, ImagePath, ImageView, ListParams, OrgRegionPath, PatchImageRequest};
+use crate::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized};
+use crate::service;
+use crate::state::AppState;
+use crate::tenancy::{ImageRef, ImagesRead, ImagesWrite, OrgRegion};
+
+fn with_etag(status: actix_web::http::StatusCode, img: &strata_domain::image::Image) -> actix_web::HttpResponseBuilder {
+    let mut b = HttpResponse::build(status);
+    b.insert_header((header::ETAG, img.etag()));
+    b
+}
+
+/// List images the organization can see in the region
+#[utoipa::path(
+    tag = "images",
+    operation_id = "listImages",
+    params(OrgRegionPath, ListParams),
+    responses(
+        (status = 200, description = "The organization's images and, unless `scope=owned`, the global ones, by name", body = Vec<ImageView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/images")]
+async fn list_images(
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesRead>,
+    params: web::Query<ListParams>,
+) -> ApiResult<HttpResponse> {
+    let owned = match params.scope.as_deref() {
+        None | Some("available") => false,
+        Some("owned") => true,
+        Some(_) => return Err(DomainError::invalid("scope", "must be owned or available").into()),
+    };
+    let images = service::images::list(&st, &access, owned).await?;
+    Ok(HttpResponse::Ok().json(images.iter().map(ImageView::from).collect::<Vec<_>>()))
+}
+
+/// Create an image (state `pending`); upload its bytes with `PUT .../file`
+#[utoipa::path(
+    tag = "images",
+    operation_id = "createImage",
+    params(OrgRegionPath),
+    request_body = CreateImageRequest,
+    responses(
+        (status = 201, description = "Created, in state `pending`", body = ImageView,
+            headers(("Location" = String, description = "URL of the new image"), ("ETag" = String, description = "Revision"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`name-taken`: an image of that name exists in this organization (or among global images) in this region", body = crate::error::ErrorBody),
+        (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported-media-type`: send `application/json`", body = crate::error::ErrorBody),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/images")]
+async fn create_image(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesWrite>,
+    body: web::Json<CreateImageRequest>,
+) -> ApiResult<HttpResponse> {
+    let img = service::images::create(&st, &access, body.into_inner()).await?;
+    let location = format!("{}/{}", req.path().trim_end_matches('/'), img.id);
+    Ok(with_etag(actix_web::http::StatusCode::CREATED, &img)
+        .insert_header((header::LOCATION, location))
+        .json(ImageView::from(&img)))
+}
+
+/// Get one image
+#[utoipa::path(
+    tag = "images",
+    operation_id = "getImage",
+    params(ImagePath),
+    responses(
+        (status = 200, description = "The image", body = ImageView, headers(("ETag" = String, description = "Revision, for If-Match"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/images/{imageID}")]
+async fn get_image(st: web::Data<AppState>, access: OrgRegion<ImagesRead>, id: ImageRef) -> ApiResult<HttpResponse> {
+    let img = service::images::find_visible(&st, &access, id.0).await?;
+    Ok(with_etag(actix_web::http::StatusCode::OK, &img).json(ImageView::from(&img)))
+}
+
+/// Change name, description, tags or protection (JSON merge patch)
+#[utoipa::path(
+    tag = "images",
+    operation_id = "patchImage",
+    params(ImagePath, ("If-Match" = Option<String>, Header, description = "ETag the change is based on; a stale one gives 412")),
+    request_body(content = PatchImageRequest, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, description = "The changed image", body = ImageView, headers(("ETag" = String, description = "New revision"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not-found`: no such image, or the organization does not own it", body = crate::error::ErrorBody),
+        (status = 409, description = "`name-taken`: the new name is in use", body = crate::error::ErrorBody),
+        (status = 412, description = "`precondition-failed`: the image changed since the If-Match ETag", body = crate::error::ErrorBody),
+        (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported-media-type`: send JSON", body = crate::error::ErrorBody),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/images/{imageID}")]
+async fn patch_image(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesWrite>,
+    id: ImageRef,
+    body: web::Json<PatchImageRequest>,
+) -> ApiResult<HttpResponse> {
+    let if_match = match req.headers().get(header::IF_MATCH) {
+        Some(v) => Some(v.to_str().map_err(|_| DomainError::invalid("If-Match", "must be ASCII"))?),
+        None => None,
+    };
+    let img = service::images::patch(&st, &access, id.0, body.into_inner(), if_match).await?;
+    Ok(with_etag(actix_web::http::StatusCode::OK, &img).json(ImageView::from(&img)))
+}
+
+/// Delete an image and its bytes
+#[utoipa::path(
+    tag = "images",
+    operation_id = "deleteImage",
+    params(ImagePath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not-found`: no such image, or the organization does not own it", body = crate::error::ErrorBody),
+        (status = 409, description = "`image-protected`: unprotect it first; `image-in-use`: consumers are registered (the message names them)", body = crate::error::ErrorBody),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/images/{imageID}")]
+async fn delete_image(st: web::Data<AppState>, access: OrgRegion<ImagesWrite>, id: ImageRef) -> ApiResult<HttpResponse> {
+    service::images::delete(&st, &access, id.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

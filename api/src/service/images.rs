@@ -1,0 +1,241 @@
+use bytes::Bytes;
+use futures::Stream;
+use strata_domain::access::Principal;
+use strata_domain::ids::{BlobId, ImageId};
+use strata_domain::image::{
+    Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility,
+    check_if_match, parse_sha256,
+};
+use strata_domain::name::{Description, ImageName};
+use strata_domain::range::{RangeRequest, parse_range};
+use strata_domain::tags::UserTags;
+use strata_domain::{DomainError, ResourceKind};
+use strata_providers::{BlobRead, IngestError, IngestLimits, ingest};
+
+use crate::db;
+use crate::db::images::DeleteOutcome;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{CreateImageRequest, PatchImageRequest, SourceSpec};
+use crate::state::AppState;
+use crate::tenancy::{ImagesWrite, OrgRegion};
+
+fn not_found(id: ImageId) -> ApiError {
+    DomainError::not_found(ResourceKind::Image, id).into()
+}
+
+/// The image if the organization of `access` may see it; 404 otherwise (also across regions).
+pub async fn find_visible<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<Image> {
+    match db::images::find(&st.db, access.region_id(), id).await? {
+        Some(img) if img.visible_to(&access.org) => Ok(img),
+        _ => Err(not_found(id)),
+    }
+}
+
+/// The image if the caller may change it: its owner, or a platform admin for global images.
+/// Everyone else gets the same 404 as for an image that does not exist.
+pub async fn find_modifiable(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<Image> {
+    let img = find_visible(st, access, id).await?;
+    if img.modifiable_by(&access.org, access.principal.platform_admin) {
+        Ok(img)
+    } else {
+        Err(not_found(id))
+    }
+}
+
+pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
+    db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await
+}
+
+pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateImageRequest) -> ApiResult<Image> {
+    let img = new_image(access, &access.principal, req)?;
+    db::images::insert(&st.db, &img).await?;
+    tracing::info!(image = %img.id, name = %img.name, "image created");
+    Ok(img)
+}
+
+fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageRequest) -> Result<Image, DomainError> {
+    let visibility = req.visibility.unwrap_or(Visibility::Organization);
+    if visibility == Visibility::Global && !who.platform_admin {
+        return Err(DomainError::Forbidden {
+            reason: "only platform admins create global images".into(),
+        });
+    }
+    let (source, expected_sha256) = match req.source {
+        SourceSpec::Upload { sha256 } => (
+            SourceKind::Upload,
+            sha256.as_deref().map(|s| parse_sha256("source.sha256", s)).transpose()?,
+        ),
+    };
+    let now = db::now();
+    Ok(Image {
+        id: ImageId::new(),
+        name: ImageName::parse(&req.name)?,
+        description: req.description.as_deref().map(Description::parse).transpose()?,
+        organization_id: (visibility == Visibility::Organization).then(|| access.org.clone()),
+        region_id: access.region_id().clone(),
+        visibility,
+        kind: ImageKind::Disk,
+        disk_format: DiskFormat::Raw,
+        architecture: req.architecture.unwrap_or(Architecture::X86_64),
+        os: req.os.map(|o| o.validate()).transpose()?,
+        tags: UserTags::parse(req.tags.unwrap_or_default())?,
+        protected: req.protected.unwrap_or(false),
+        provenance: Provenance {
+            source,
+            reference: None,
+            digest: None,
+            imported_by: who.subject.clone(),
+            imported_at: now,
+        },
+        status: Status {
+            state: ImageState::Pending,
+            reason: None,
+            bytes_done: 0,
+            bytes_total: None,
+        },
+        size_bytes: None,
+        sha256: None,
+        expected_sha256,
+        blob: None,
+        created_at: now,
+        updated_at: now,
+        revision: 1,
+    })
+}
+
+pub async fn patch(
+    st: &AppState,
+    access: &OrgRegion<ImagesWrite>,
+    id: ImageId,
+    req: PatchImageRequest,
+    if_match: Option<&str>,
+) -> ApiResult<Image> {
+    // Optimistic concurrency: apply to what we read, write only if nobody changed it meanwhile.
+    // Without If-Match a lost race is retried on fresh data; with it, it is the caller's 412.
+    for _ in 0..5 {
+        let current = find_modifiable(st, access, id).await?;
+        if let Some(tag) = if_match {
+            check_if_match(tag, current.revision)?;
+        }
+        let next = apply_patch(&current, &req)?;
+        if db::images::update_metadata(&st.db, &next, current.revision).await? {
+            return Ok(next);
+        }
+        if if_match.is_some() {
+            let now = find_modifiable(st, access, id).await?;
+            return Err(DomainError::PreconditionFailed { current: now.revision }.into());
+        }
+    }
+    Err(ApiError::internal(anyhow::anyhow!("image {id} kept changing during PATCH")))
+}
+
+fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, DomainError> {
+    let mut next = current.clone();
+    if let Some(name) = &req.name {
+        next.name = ImageName::parse(name)?;
+    }
+    if let Some(desc) = &req.description {
+        next.description = desc.as_deref().map(Description::parse).transpose()?;
+    }
+    match &req.tags {
+        None => {}
+        Some(None) => next.tags = UserTags::default(),
+        Some(Some(patch)) => next.tags = current.tags.merge(patch)?,
+    }
+    if let Some(p) = req.protected {
+        next.protected = p;
+    }
+    next.updated_at = db::now();
+    next.revision = current.revision + 1;
+    Ok(next)
+}
+
+/// Streams an upload into storage and marks the image ready. On any failure the image stays
+/// `pending` and nothing is kept.
+pub async fn upload<S, E>(
+    st: &AppState,
+    access: &OrgRegion<ImagesWrite>,
+    id: ImageId,
+    content_length: Option<u64>,
+    body: S,
+) -> ApiResult<Image>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let img = find_modifiable(st, access, id).await?;
+    img.require_state(ImageState::Pending)?;
+    let limit = st.limits.max_image_bytes;
+    if content_length.is_some_and(|n| n > limit) {
+        return Err(DomainError::TooLarge { limit }.into());
+    }
+    let blob = BlobId::new();
+    let limits = IngestLimits {
+        max_bytes: limit,
+        expected_sha256: img.expected_sha256.clone(),
+    };
+    let store = &access.region.store;
+    let done = ingest(store, id, blob, body, &limits, |_| {}).await.map_err(|e| match e {
+        IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat { detected: r.to_string() }.into(),
+        IngestError::TooLarge { limit } => DomainError::TooLarge { limit }.into(),
+        IngestError::ChecksumMismatch { expected, actual } => DomainError::ChecksumMismatch { expected, actual }.into(),
+        IngestError::Source(e) => DomainError::invalid("body", format!("the upload was interrupted: {e}")).into(),
+        IngestError::Storage(e) => ApiError::from(e),
+    })?;
+    if !db::images::mark_ready(&st.db, id, blob, done.size, &done.sha256).await? {
+        // Someone else completed or deleted the image while we were copying: drop our copy.
+        if let Err(e) = store.delete(id, blob).await {
+            tracing::warn!(image = %id, %blob, error = %e, "removing a superseded upload failed");
+        }
+        let now = find_visible(st, access, id).await?;
+        now.require_state(ImageState::Pending)?;
+        return Err(ApiError::internal(anyhow::anyhow!("image {id} left pending after a lost race")));
+    }
+    tracing::info!(image = %id, size = done.size, "image uploaded");
+    find_visible(st, access, id).await
+}
+
+pub enum Download {
+    Full { image: Image, body: BlobRead },
+    Partial { image: Image, body: BlobRead, start: u64, end: u64 },
+}
+
+pub async fn download<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId, range: Option<&str>) -> ApiResult<Download> {
+    let img = find_visible(st, access, id).await?;
+    img.require_state(ImageState::Ready)?;
+    let (Some(blob), Some(size)) = (img.blob, img.size_bytes) else {
+        return Err(ApiError::internal(anyhow::anyhow!("ready image {id} has no blob")));
+    };
+    let store = &access.region.store;
+    match parse_range(range, size) {
+        RangeRequest::Full => {
+            let body = store.open(id, blob, None).await?;
+            Ok(Download::Full { image: img, body })
+        }
+        RangeRequest::Partial { start, end } => {
+            let body = store.open(id, blob, Some((start, end))).await?;
+            Ok(Download::Partial { image: img, body, start, end })
+        }
+        RangeRequest::Unsatisfiable => Err(DomainError::RangeNotSatisfiable { size }.into()),
+    }
+}
+
+pub async fn delete(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<()> {
+    let img = find_modifiable(st, access, id).await?;
+    match db::images::delete(&st.db, &img).await? {
+        DeleteOutcome::Deleted { blob } => {
+            if let Some(blob) = blob {
+                // The row is gone, so the image is deleted; a failure here leaves an orphan object
+                // for the sweeper, never a dangling row.
+                if let Err(e) = access.region.store.delete(id, blob).await {
+                    tracing::warn!(image = %id, %blob, error = %e, "removing a deleted image's bytes failed");
+                }
+            }
+            tracing::info!(image = %id, "image deleted");
+            Ok(())
+        }
+        DeleteOutcome::Gone => Err(not_found(id)),
+        DeleteOutcome::Protected => Err(DomainError::ImageProtected.into()),
+        DeleteOutcome::InUse(consumers) => Err(DomainError::InUse { consumers }.into()),
+    }
+}

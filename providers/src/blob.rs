@@ -1,0 +1,160 @@
+//! Blob storage for image bytes: one concrete type over `Arc<dyn ObjectStore>`, whatever the
+//! backend (local disk now, S3 later). Object keys are derived from typed ids here and nowhere else.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use strata_domain::ids::{BlobId, ImageId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found")]
+    NotFound,
+    #[error("storage backend error: {0}")]
+    Backend(#[source] object_store::Error),
+    #[error("storage configuration error: {0}")]
+    Config(String),
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound,
+            other => StorageError::Backend(other),
+        }
+    }
+}
+
+/// A region's storage. Cheap to clone.
+#[derive(Clone)]
+pub struct BlobStore {
+    pub(crate) inner: Arc<dyn ObjectStore>,
+    /// Part size of multipart writes; bounds the memory one write holds.
+    chunk_size: usize,
+    /// Parts in flight at once per write.
+    max_concurrency: usize,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore").field("backend", &self.inner.to_string()).finish()
+    }
+}
+
+/// A byte range of a stored object and its bytes.
+pub struct BlobRead {
+    /// Size of the whole object.
+    pub size: u64,
+    pub stream: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl BlobStore {
+    /// Local disk under `root` (created if missing). Empty directories are removed after deletes.
+    pub fn local(root: &std::path::Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
+        Ok(Self::new(Arc::new(fs), 1 << 20, 2))
+    }
+
+    pub fn new(inner: Arc<dyn ObjectStore>, chunk_size: usize, max_concurrency: usize) -> Self {
+        Self {
+            inner,
+            chunk_size,
+            max_concurrency: max_concurrency.max(1),
+        }
+    }
+
+    /// The one place object keys are made: `images/<image id>/<blob id>`.
+    pub fn image_key(image: ImageId, blob: BlobId) -> Path {
+        Path::from(format!("images/{image}/{blob}"))
+    }
+
+    /// Opens an image's bytes, optionally only the inclusive range `start..=end`.
+    pub async fn open(&self, image: ImageId, blob: BlobId, range: Option<(u64, u64)>) -> Result<BlobRead, StorageError> {
+        let options = GetOptions {
+            range: range.map(|(s, e)| GetRange::Bounded(s..e + 1)),
+            ..Default::default()
+        };
+        let res = self.inner.get_opts(&Self::image_key(image, blob), options).await?;
+        let size = res.meta.size;
+        let stream = res.into_stream().map_err(StorageError::from).boxed();
+        Ok(BlobRead { size, stream })
+    }
+
+    /// Deletes an image's bytes. Deleting what is already gone is not an error.
+    pub async fn delete(&self, image: ImageId, blob: BlobId) -> Result<(), StorageError> {
+        match self.inner.delete(&Self::image_key(image, blob)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Is the backend reachable? Lists the root without recursing.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.inner.list_with_delimiter(None).await?;
+        Ok(())
+    }
+
+    /// Starts writing an image's bytes. Nothing is visible under the key until
+    /// [`BlobWriter::finish`]; dropping the writer unfinished aborts the upload.
+    pub async fn begin_write(&self, image: ImageId, blob: BlobId) -> Result<BlobWriter, StorageError> {
+        let upload = self.inner.put_multipart(&Self::image_key(image, blob)).await?;
+        Ok(BlobWriter {
+            inner: Some(WriteMultipart::new_with_chunk_size(upload, self.chunk_size)),
+            max_concurrency: self.max_concurrency,
+        })
+    }
+}
+
+/// An open multipart write. Memory use is bounded by chunk size x concurrency.
+pub struct BlobWriter {
+    inner: Option<WriteMultipart>,
+    max_concurrency: usize,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+        let w = self.inner.as_mut().ok_or_else(|| StorageError::Config("writer already closed".into()))?;
+        w.wait_for_capacity(self.max_concurrency).await?;
+        w.put(bytes);
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<(), StorageError> {
+        match self.inner.take() {
+            Some(w) => {
+                w.finish().await?;
+                Ok(())
+            }
+            None => Err(StorageError::Config("writer already closed".into())),
+        }
+    }
+
+    pub async fn abort(mut self) -> Result<(), StorageError> {
+        if let Some(w) = self.inner.take() {
+            w.abort().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    /// A writer dropped mid-way (a cancelled request, a panic) must not leave a partial upload.
+    fn drop(&mut self) {
+        if let Some(w) = self.inner.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = w.abort().await {
+                        tracing::warn!(error = %e, "aborting an abandoned upload failed");
+                    }
+                });
+            }
+        }
+    }
+}
