@@ -64,11 +64,15 @@ impl Verifier {
             v.validate_nbf = true;
             v.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
             match &a.audience {
-                Some(aud) => v.set_audience(&[aud]),
+                Some(aud) => {
+                    v.set_audience(&[aud]);
+                    v.required_spec_claims.insert("aud".into());
+                }
                 None => v.validate_aud = false,
             }
             if let Some(iss) = &a.issuer {
                 v.set_issuer(&[iss]);
+                v.required_spec_claims.insert("iss".into());
             }
             v
         };

@@ -135,7 +135,10 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchImageRequest {
-    pub name: Option<String>,
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
@@ -143,7 +146,10 @@ pub struct PatchImageRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     pub tags: Option<Option<BTreeMap<String, Option<String>>>>,
-    pub protected: Option<bool>,
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<bool>)]
+    pub protected: Option<Option<bool>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

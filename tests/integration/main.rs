@@ -1,1 +1,13 @@
+//! Strata's integration suite: the real application on port 0, real SQLite and PostgreSQL, real
+//! HTTP. Every test body runs on both databases (see `both!`).
+#![allow(clippy::unwrap_used)]
 
+mod harness;
+
+mod auth;
+mod cli;
+mod consumers;
+mod files;
+mod images;
+mod openapi_spec;
+mod query;

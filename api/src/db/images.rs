@@ -261,34 +261,24 @@ pub enum DeleteOutcome {
     InUse(Vec<String>),
 }
 
-/// Deletes an image unless it is protected or has consumers. The checks are part of the delete
-/// itself (a conditional `DELETE` and a `RESTRICT` foreign key), so a concurrent `PATCH protected`
-/// or consumer registration cannot slip between check and delete.
+/// Deletes an image unless it is protected or has consumers. The checks are part of the one
+/// `DELETE` statement (a `protected = false` condition and a `RESTRICT` foreign key from
+/// consumers), so a concurrent `PATCH protected` or consumer registration cannot slip between a
+/// check and the delete, on any number of replicas.
 pub async fn delete(db: &DatabaseConnection, img: &Image) -> ApiResult<DeleteOutcome> {
     let id = img.id.to_string();
-    let txn = db.begin().await?;
-    let consumers = consumer_names(&txn, &id).await?;
-    if !consumers.is_empty() {
-        return Ok(DeleteOutcome::InUse(consumers));
-    }
     let res = images::Entity::delete_many()
         .filter(images::Column::Id.eq(&id))
         .filter(images::Column::Protected.eq(false))
-        .exec(&txn)
+        .exec(db)
         .await;
     match res {
-        Ok(r) if r.rows_affected == 1 => {
-            txn.commit().await?;
-            Ok(DeleteOutcome::Deleted { blob: img.blob })
-        }
+        Ok(r) if r.rows_affected == 1 => Ok(DeleteOutcome::Deleted { blob: img.blob }),
         Ok(_) => {
-            let still = images::Entity::find_by_id(id).one(&txn).await?;
+            let still = images::Entity::find_by_id(id).one(db).await?;
             Ok(if still.is_some() { DeleteOutcome::Protected } else { DeleteOutcome::Gone })
         }
-        Err(e) if is_fk_violation(&e) => {
-            drop(txn);
-            Ok(DeleteOutcome::InUse(consumer_names(db, &img.id.to_string()).await?))
-        }
+        Err(e) if is_fk_violation(&e) => Ok(DeleteOutcome::InUse(consumer_names(db, &id).await?)),
         Err(e) => Err(e.into()),
     }
 }

@@ -27,19 +27,19 @@ pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow
     opts.max_connections(max_connections.unwrap_or(if is_sqlite { 4 } else { 16 }))
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // Per connection, not once: WAL lets readers run beside the writer, busy_timeout makes
+        // writers queue instead of failing, foreign keys enforce RESTRICT/CASCADE.
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
     // The URL may carry a password: errors name the backend only.
     let backend = raw.split(':').next().unwrap_or("database").to_owned();
     let db = Database::connect(opts)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the {backend} database: {}", redact_db_error(&e)))?;
-    if is_sqlite {
-        use sea_orm::ConnectionTrait;
-        // WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing.
-        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON"] {
-            db.execute_unprepared(pragma).await?;
-        }
-    }
     Ok(db)
 }
 
@@ -59,7 +59,22 @@ pub(crate) fn is_unique_violation(e: &DbErr) -> bool {
 }
 
 pub(crate) fn is_fk_violation(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_)))
+    matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))) || sqlite_code(e).as_deref() == Some("1811")
+}
+
+/// SQLite reports a violated `ON DELETE RESTRICT` as SQLITE_CONSTRAINT_TRIGGER (1811), which
+/// sea-orm does not classify. The schema has no triggers, so the code means exactly that.
+fn sqlite_code(e: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner))) = e else {
+        return None;
+    };
+    match &**inner {
+        sea_orm::sqlx::Error::Database(d) if d.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>().is_some() => {
+            d.code().map(|c| c.into_owned())
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {

@@ -131,8 +131,10 @@ pub async fn patch(
 
 fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, DomainError> {
     let mut next = current.clone();
-    if let Some(name) = &req.name {
-        next.name = ImageName::parse(name)?;
+    match &req.name {
+        None => {}
+        Some(None) => return Err(DomainError::invalid("name", "cannot be null")),
+        Some(Some(name)) => next.name = ImageName::parse(name)?,
     }
     if let Some(desc) = &req.description {
         next.description = desc.as_deref().map(Description::parse).transpose()?;
@@ -142,8 +144,10 @@ fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, Domain
         Some(None) => next.tags = UserTags::default(),
         Some(Some(patch)) => next.tags = current.tags.merge(patch)?,
     }
-    if let Some(p) = req.protected {
-        next.protected = p;
+    match req.protected {
+        None => {}
+        Some(None) => return Err(DomainError::invalid("protected", "cannot be null")),
+        Some(Some(p)) => next.protected = p,
     }
     next.updated_at = db::now();
     next.revision = current.revision + 1;

@@ -1,0 +1,203 @@
+//! Test harness: each test gets its own database (a SQLite file, or a fresh PostgreSQL database)
+//! and its own data directory, and talks to the real application over HTTP on a port-0 listener.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use strata_api::{Application, Config};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body on both databases: `both!(name, |app| async move { ... })`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::harness::run($crate::harness::Backend::Sqlite, |_| {}, $body).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::harness::run($crate::harness::Backend::Postgres, |_| {}, $body).await;
+            }
+        }
+    };
+    ($name:ident, config = $cfg:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::harness::run($crate::harness::Backend::Sqlite, $cfg, $body).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::harness::run($crate::harness::Backend::Postgres, $cfg, $body).await;
+            }
+        }
+    };
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("STRATA_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a uniquely named PostgreSQL database and returns its URL. The test script drops
+/// leftovers (`strata_t_*`) before and after a run.
+pub async fn fresh_pg_database() -> String {
+    use sea_orm::ConnectionTrait;
+    let admin = pg_admin_url();
+    let name = format!("strata_t_{}", uuid::Uuid::new_v4().simple());
+    let conn = sea_orm::Database::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required (the test script starts it): {e}"));
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    conn.close().await.ok();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("url with a database");
+    format!("{base}/{name}")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub cfg: Config,
+    pub _dir: tempfile::TempDir,
+    handle: actix_web::dev::ServerHandle,
+}
+
+pub async fn base_config(backend: Backend, dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.data_dir = dir.to_path_buf();
+    cfg.server.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.server.workers = Some(2);
+    cfg.server.shutdown_timeout_secs = 1;
+    if backend == Backend::Postgres {
+        cfg.database.url = Some(SecretString::from(fresh_pg_database().await));
+    }
+    cfg
+}
+
+pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = base_config(backend, dir.path()).await;
+    customize(&mut cfg);
+    let app = Application::build(cfg.clone()).await.expect("application starts");
+    let base = format!("http://{}", app.addr());
+    let handle = app.handle();
+    tokio::spawn(app.run());
+    TestApp {
+        base,
+        client: Client::new(),
+        cfg,
+        _dir: dir,
+        handle,
+    }
+}
+
+pub async fn run<F, Fut>(backend: Backend, customize: impl FnOnce(&mut Config), body: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let app = spawn_with(backend, customize).await;
+    let handle = app.handle.clone();
+    body(app).await;
+    handle.stop(false).await;
+}
+
+pub const ALL_SCOPES: &str = "images:read images:write kernels:read kernels:write";
+
+impl TestApp {
+    pub fn token(&self, orgs: &[&str]) -> String {
+        self.token_with(orgs, ALL_SCOPES, false)
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token_with(&[], ALL_SCOPES, true)
+    }
+
+    pub fn token_with(&self, orgs: &[&str], scopes: &str, admin: bool) -> String {
+        let orgs: Vec<String> = orgs.iter().map(|s| s.to_string()).collect();
+        let scopes: Vec<String> = scopes.split_whitespace().map(str::to_owned).collect();
+        strata_api::auth::mint_dev_token(&self.cfg, "tester", &orgs, &scopes, admin, 600).expect("token")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("blobs")
+    }
+
+    pub fn v1(&self, org: &str, region: &str) -> String {
+        format!("{}/api/v1/organizations/{org}/regions/{region}", self.base)
+    }
+
+    pub fn req(&self, method: Method, url: &str, token: &str) -> RequestBuilder {
+        self.client.request(method, url).bearer_auth(token)
+    }
+
+    /// Creates an upload image and returns its JSON.
+    pub async fn create(&self, org: &str, token: &str, body: Value) -> Value {
+        let res = self
+            .req(Method::POST, &format!("{}/images", self.v1(org, "local")), token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        expect_status(res, StatusCode::CREATED).await
+    }
+
+    pub async fn create_named(&self, org: &str, token: &str, name: &str) -> Value {
+        self.create(org, token, json!({"name": name, "source": {"type": "upload"}})).await
+    }
+
+    pub async fn upload(&self, org: &str, token: &str, id: &str, bytes: Vec<u8>) -> Response {
+        self.req(Method::PUT, &format!("{}/images/{id}/file", self.v1(org, "local")), token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// Asserts the status (printing the body when it differs) and returns the JSON body.
+pub async fn expect_status(res: Response, want: StatusCode) -> Value {
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(status, want, "unexpected status; body: {text}");
+    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+}
+
+/// Asserts an error response: status and stable code, and that the body has a message and request id.
+pub async fn expect_error(res: Response, want: StatusCode, code: &str) -> Value {
+    let body = expect_status(res, want).await;
+    assert_eq!(body["error"], code, "wrong error code: {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
+    assert!(body["requestId"].as_str().is_some_and(|m| !m.is_empty()), "no requestId: {body}");
+    body
+}
+
+/// Every regular file under `dir` (object-store staging files included).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,73 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::both;
+use crate::harness::*;
+
+fn committed_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json")
+}
+
+/// The committed spec is a snapshot of the code. Regenerate with
+/// `cargo run -p strata-api -- openapi > openapi/openapi.json`.
+#[test]
+fn committed_spec_matches_the_code() {
+    let generated = strata_api::openapi::to_json(&strata_api::openapi::document());
+    let committed = std::fs::read_to_string(committed_path()).expect("openapi/openapi.json exists");
+    assert!(
+        generated == committed,
+        "openapi/openapi.json is stale: run `cargo run -p strata-api -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[test]
+fn every_response_is_described_and_errors_are_declared() {
+    let spec: Value = serde_json::from_str(&strata_api::openapi::to_json(&strata_api::openapi::document())).unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    let responses = &spec["components"]["responses"];
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let rs = op["responses"].as_object().unwrap();
+            for (status, r) in rs {
+                let r = match r.get("$ref").and_then(Value::as_str) {
+                    Some(reference) => &responses[reference.rsplit('/').next().unwrap()],
+                    None => r,
+                };
+                assert!(r["description"].as_str().is_some_and(|d| !d.is_empty()), "{method} {path} {status}");
+            }
+            if path.starts_with("/api/") {
+                for status in ["400", "401", "403", "404", "500"] {
+                    assert!(rs.contains_key(status), "{method} {path} lacks {status}");
+                }
+                assert!(op["security"][0]["bearer"].is_array(), "{method} {path} lacks bearer security");
+            }
+        }
+    }
+    assert_eq!(operations, 13);
+}
+
+both!(spec_and_docs_are_served, |app: TestApp| async move {
+    let served = app.client.get(format!("{}/api/openapi.json", app.base)).send().await.unwrap();
+    let served: Value = expect_status(served, StatusCode::OK).await;
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(committed_path()).unwrap()).unwrap();
+    assert_eq!(served, committed);
+    let docs = app.client.get(format!("{}/docs/", app.base)).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+    let h = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(expect_status(h, StatusCode::OK).await["status"], "ok");
+    let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let r = expect_status(r, StatusCode::OK).await;
+    assert_eq!(r["checks"]["database"], "ok");
+    assert_eq!(r["checks"]["region:local"], "ok");
+    // request ids: echoed when sane, made up otherwise, and quoted in error bodies
+    let res = app.client.get(format!("{}/healthz", app.base)).header("x-request-id", "trace-42").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-42");
+    let res = app.client.get(format!("{}/api/v1/organizations/a/regions/local/images", app.base)).send().await.unwrap();
+    let rid = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(body["requestId"], rid);
+});
