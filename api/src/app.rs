@@ -92,9 +92,10 @@ fn json_config() -> web::JsonConfig {
                 expected: "application/json",
             }
             .into(),
-            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                DomainError::TooLarge { limit: JSON_LIMIT as u64 }.into()
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => DomainError::TooLarge {
+                limit: JSON_LIMIT as u64,
             }
+            .into(),
             JsonPayloadError::Deserialize(e) => DomainError::invalid("body", e.to_string()).into(),
             other => DomainError::invalid("body", other.to_string()).into(),
         };

@@ -11,9 +11,9 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use strata_domain::DomainError;
 use strata_domain::access::{Principal, Scope};
 use strata_domain::ids::OrganizationId;
-use strata_domain::DomainError;
 
 use crate::config::Config;
 
@@ -126,10 +126,9 @@ impl Verifier {
             let raw = std::fs::read(path).with_context(|| format!("reading JWKS {}", path.display()))?;
             let set: JwkSet = serde_json::from_slice(&raw).context("invalid JWKS document")?;
             for jwk in &set.keys {
-                let alg_name = jwk
-                    .common
-                    .key_algorithm
-                    .ok_or_else(|| anyhow::anyhow!("JWKS key {:?} has no alg; every key must pin one", jwk.common.key_id))?;
+                let alg_name = jwk.common.key_algorithm.ok_or_else(|| {
+                    anyhow::anyhow!("JWKS key {:?} has no alg; every key must pin one", jwk.common.key_id)
+                })?;
                 let alg = parse_alg(&alg_name.to_string())?;
                 keys.push(VerifyKey {
                     kid: jwk.common.key_id.clone(),
@@ -146,7 +145,9 @@ impl Verifier {
 
     /// Verifies a bearer token and reduces it to a [`Principal`].
     pub fn verify(&self, token: &str) -> Result<Principal, DomainError> {
-        let unauth = |reason: &str| DomainError::Unauthenticated { reason: reason.to_owned() };
+        let unauth = |reason: &str| DomainError::Unauthenticated {
+            reason: reason.to_owned(),
+        };
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauth("malformed token"))?;
         let candidates = self.keys.iter().filter(|k| match (&header.kid, &k.kid) {
             (Some(want), Some(have)) => want == have,
@@ -203,7 +204,10 @@ pub fn load_or_create_dev_key(path: &Path) -> anyhow::Result<SecretString> {
     if let Ok(s) = std::fs::read_to_string(path) {
         let s = s.trim().to_owned();
         if s.len() < 32 {
-            anyhow::bail!("development key {} is too short; delete it to create a new one", path.display());
+            anyhow::bail!(
+                "development key {} is too short; delete it to create a new one",
+                path.display()
+            );
         }
         return Ok(SecretString::from(s));
     }
@@ -255,5 +259,9 @@ pub fn mint_dev_token(
     };
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(DEV_KID.into());
-    Ok(jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.expose_secret().as_bytes()))?)
+    Ok(jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )?)
 }

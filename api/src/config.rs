@@ -170,14 +170,19 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             fig = fig.merge(Serialized::default("data_dir", dir));
         }
-        let cfg: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(cfg)
     }
 
     pub fn database_url(&self) -> SecretString {
         match &self.database.url {
             Some(url) => url.clone(),
-            None => SecretString::from(format!("sqlite://{}?mode=rwc", self.data_dir.join("strata.db").display())),
+            None => SecretString::from(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("strata.db").display()
+            )),
         }
     }
 

@@ -89,13 +89,19 @@ impl ResponseError for ApiError {
             ApiError::Domain(d) => (d.code(), d.to_string()),
             ApiError::Internal(cause) => {
                 tracing::error!(request_id, error = format!("{cause:#}"), "internal error");
-                ("internal", "internal server error; quote the request id when reporting it".to_owned())
+                (
+                    "internal",
+                    "internal server error; quote the request id when reporting it".to_owned(),
+                )
             }
         };
         let mut res = HttpResponse::build(self.status_code());
         match self {
             ApiError::Domain(DomainError::Unauthenticated { .. }) => {
-                res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\"")));
+                res.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"strata\""),
+                ));
             }
             ApiError::Domain(DomainError::RangeNotSatisfiable { size }) => {
                 res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));

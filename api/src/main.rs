@@ -89,7 +89,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve { common: Common::default(), listen: None }) {
+    match cli.command.unwrap_or(Command::Serve {
+        common: Common::default(),
+        listen: None,
+    }) {
         Command::Serve { common, listen } => {
             let cfg = load(&common, listen)?;
             let app = Application::build(cfg).await?;
@@ -100,7 +103,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
-        Command::Token { common, orgs, scope, admin, ttl, sub } => {
+        Command::Token {
+            common,
+            orgs,
+            scope,
+            admin,
+            ttl,
+            sub,
+        } => {
             let cfg = load(&common, None)?;
             let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
             println!("{}", auth::mint_dev_token(&cfg, &sub, &orgs, &scopes, admin, ttl)?);

@@ -25,12 +25,19 @@ pub async fn request_id(
     let id = incoming_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
-    let mut res = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await?;
+    let mut res = REQUEST_ID
+        .scope(id.clone(), next.call(req))
+        .instrument(span.clone())
+        .await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
     span.in_scope(|| {
-        tracing::info!(status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
+        tracing::info!(
+            status = res.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "served"
+        );
     });
     Ok(res)
 }

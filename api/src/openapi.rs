@@ -95,7 +95,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 pub fn to_json(api: &utoipa::openapi::OpenApi) -> String {
-    let mut s = api.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut s = api
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
 }

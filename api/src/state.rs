@@ -38,7 +38,10 @@ pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Regi
             ProviderConfig::Local { root } => BlobStore::local(root)?,
         };
         let region = Region {
-            policy: RegionPolicy { id: id.clone(), organizations },
+            policy: RegionPolicy {
+                id: id.clone(),
+                organizations,
+            },
             store,
         };
         if out.insert(id.clone(), Arc::new(region)).is_some() {

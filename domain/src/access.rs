@@ -15,7 +15,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::ImagesRead, Scope::ImagesWrite, Scope::KernelsRead, Scope::KernelsWrite];
+    pub const ALL: [Scope; 4] = [
+        Scope::ImagesRead,
+        Scope::ImagesWrite,
+        Scope::KernelsRead,
+        Scope::KernelsWrite,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -106,11 +111,20 @@ mod tests {
         assert!(p.require_org(&org("a")).is_ok());
         assert_eq!(p.require_org(&org("b")).unwrap_err().code(), "forbidden");
         assert_eq!(p.require_scope(Scope::ImagesWrite).unwrap_err().code(), "forbidden");
-        let admin = Principal { platform_admin: true, ..p };
+        let admin = Principal {
+            platform_admin: true,
+            ..p
+        };
         assert!(admin.require_org(&org("b")).is_ok());
 
-        let open = RegionPolicy { id: RegionId::parse("r").unwrap(), organizations: None };
-        let closed = RegionPolicy { organizations: Some([org("a")].into()), ..open.clone() };
+        let open = RegionPolicy {
+            id: RegionId::parse("r").unwrap(),
+            organizations: None,
+        };
+        let closed = RegionPolicy {
+            organizations: Some([org("a")].into()),
+            ..open.clone()
+        };
         assert!(open.admits(&org("z")));
         assert!(closed.admits(&org("a")));
         assert!(!closed.admits(&org("z")));

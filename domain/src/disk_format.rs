@@ -53,9 +53,7 @@ impl fmt::Display for Rejected {
             Rejected::TooShort { len } => write!(f, "unknown (only {len} bytes; a raw disk has at least 512)"),
             Rejected::NoBootSignature => f.write_str("unknown (no MBR boot signature 0x55AA at offset 510)"),
             Rejected::BadPartitionTable(why) => write!(f, "unknown (invalid MBR partition table: {why})"),
-            Rejected::GptHeaderMissing => {
-                f.write_str("unknown (protective MBR for GPT, but no GPT header follows)")
-            }
+            Rejected::GptHeaderMissing => f.write_str("unknown (protective MBR for GPT, but no GPT header follows)"),
         }
     }
 }
@@ -182,7 +180,11 @@ fn check_partitions(mbr: &[u8]) -> Result<PartitionTable, Rejected> {
     if used == 0 {
         return Err(Rejected::BadPartitionTable("no partitions".into()));
     }
-    Ok(if protective { PartitionTable::Gpt } else { PartitionTable::Mbr })
+    Ok(if protective {
+        PartitionTable::Gpt
+    } else {
+        PartitionTable::Mbr
+    })
 }
 
 /// The GPT header sits at LBA 1: byte 512 with 512-byte sectors, byte 4096 with 4 KiB sectors.

@@ -45,7 +45,9 @@ pub enum DomainError {
     InUse { consumers: Vec<String> },
     #[error("the resource changed since it was read (revision {current}); fetch it again and retry")]
     PreconditionFailed { current: i64 },
-    #[error("unsupported disk format: {detected}; only raw disk images with an MBR or GPT partition table are accepted")]
+    #[error(
+        "unsupported disk format: {detected}; only raw disk images with an MBR or GPT partition table are accepted"
+    )]
     UnsupportedDiskFormat { detected: String },
     #[error("checksum mismatch: expected sha256 {expected}, received {actual}")]
     ChecksumMismatch { expected: String, actual: String },

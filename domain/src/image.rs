@@ -221,11 +221,16 @@ impl Image {
 /// Parses an `If-Match` header value against the current revision. `*` matches anything.
 pub fn check_if_match(header: &str, current_revision: i64) -> Result<(), DomainError> {
     let current = format!("\"{current_revision}\"");
-    let ok = header.split(',').map(str::trim).any(|t| t == "*" || t == current || t.strip_prefix("W/") == Some(&current));
+    let ok = header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == current || t.strip_prefix("W/") == Some(&current));
     if ok {
         Ok(())
     } else {
-        Err(DomainError::PreconditionFailed { current: current_revision })
+        Err(DomainError::PreconditionFailed {
+            current: current_revision,
+        })
     }
 }
 
@@ -235,7 +240,10 @@ pub fn parse_sha256(field: &str, s: &str) -> Result<String, DomainError> {
     if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
         Ok(s)
     } else {
-        Err(DomainError::invalid(field, "must be 64 hexadecimal characters (a sha256 digest)"))
+        Err(DomainError::invalid(
+            field,
+            "must be 64 hexadecimal characters (a sha256 digest)",
+        ))
     }
 }
 

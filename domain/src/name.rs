@@ -54,7 +54,10 @@ impl Description {
             ));
         }
         if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(DomainError::invalid("description", "must not contain control characters"));
+            return Err(DomainError::invalid(
+                "description",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }

@@ -33,7 +33,10 @@ impl Sort {
             "name" => Ok(Sort::Name),
             "createdAt" => Ok(Sort::CreatedAt),
             "-createdAt" => Ok(Sort::CreatedAtDesc),
-            _ => Err(DomainError::invalid("sort", format!("{s:?} is not one of: name, createdAt, -createdAt"))),
+            _ => Err(DomainError::invalid(
+                "sort",
+                format!("{s:?} is not one of: name, createdAt, -createdAt"),
+            )),
         }
     }
 }
@@ -80,7 +83,10 @@ impl ImageQuery {
         match limit {
             None => Ok(DEFAULT_LIMIT),
             Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
-            Some(_) => Err(DomainError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+            Some(_) => Err(DomainError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            )),
         }
     }
 
@@ -112,7 +118,12 @@ impl ImageQuery {
 
     /// Decodes a `pageToken` issued for this same query.
     pub fn decode_token(&self, token: &str) -> Result<Cursor, DomainError> {
-        let bad = || DomainError::invalid("pageToken", "is not a token this query returned; start again without it");
+        let bad = || {
+            DomainError::invalid(
+                "pageToken",
+                "is not a token this query returned; start again without it",
+            )
+        };
         let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
         let t: Token = serde_json::from_slice(&raw).map_err(|_| bad())?;
         let fits = matches!(
@@ -146,10 +157,16 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_bind_to_the_query() {
-        let c = Cursor::Name { name: "x".into(), id: uuid::Uuid::nil() };
+        let c = Cursor::Name {
+            name: "x".into(),
+            id: uuid::Uuid::nil(),
+        };
         let t = q().encode_token(&c);
         assert_eq!(q().decode_token(&t).unwrap(), c);
-        let other = ImageQuery { include_global: false, ..q() };
+        let other = ImageQuery {
+            include_global: false,
+            ..q()
+        };
         assert!(other.decode_token(&t).is_err());
         assert!(q().decode_token("garbage!").is_err());
         // the limit may change between pages

@@ -17,7 +17,10 @@ pub fn is_reserved(key: &str) -> bool {
 
 fn check_key_shape(key: &str) -> Result<(), DomainError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(DomainError::invalid("tags", format!("key {key:?} must be 1-{MAX_KEY_LEN} characters")));
+        return Err(DomainError::invalid(
+            "tags",
+            format!("key {key:?} must be 1-{MAX_KEY_LEN} characters"),
+        ));
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
     if !key.chars().all(ok) {
@@ -48,7 +51,10 @@ fn check_value(key: &str, value: &str) -> Result<(), DomainError> {
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(DomainError::invalid("tags", format!("value of {key:?} must not contain control characters")));
+        return Err(DomainError::invalid(
+            "tags",
+            format!("value of {key:?} must not contain control characters"),
+        ));
     }
     Ok(())
 }
@@ -64,7 +70,10 @@ impl UserTags {
             check_value(k, v)?;
         }
         if map.len() > MAX_TAGS {
-            return Err(DomainError::invalid("tags", format!("at most {MAX_TAGS} tags are allowed")));
+            return Err(DomainError::invalid(
+                "tags",
+                format!("at most {MAX_TAGS} tags are allowed"),
+            ));
         }
         Ok(Self(map))
     }

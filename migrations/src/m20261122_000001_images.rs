@@ -116,8 +116,14 @@ impl MigrationTrait for Migration {
         .await?;
         // Keyset paging of the v2 query: (region, sort key, id), with and without organization.
         for (name, cols) in [
-            ("images_region_name_id", vec![Images::RegionId, Images::Name, Images::Id]),
-            ("images_region_created_id", vec![Images::RegionId, Images::CreatedAt, Images::Id]),
+            (
+                "images_region_name_id",
+                vec![Images::RegionId, Images::Name, Images::Id],
+            ),
+            (
+                "images_region_created_id",
+                vec![Images::RegionId, Images::CreatedAt, Images::Id],
+            ),
             (
                 "images_region_org_created_id",
                 vec![Images::RegionId, Images::OrganizationId, Images::CreatedAt, Images::Id],
@@ -194,7 +200,9 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for t in ["image_consumers", "image_tags", "images"] {
-            manager.drop_table(Table::drop().table(Alias::new(t)).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(Alias::new(t)).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -42,7 +42,9 @@ pub struct BlobStore {
 
 impl std::fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobStore").field("backend", &self.inner.to_string()).finish()
+        f.debug_struct("BlobStore")
+            .field("backend", &self.inner.to_string())
+            .finish()
     }
 }
 
@@ -76,7 +78,12 @@ impl BlobStore {
     }
 
     /// Opens an image's bytes, optionally only the inclusive range `start..=end`.
-    pub async fn open(&self, image: ImageId, blob: BlobId, range: Option<(u64, u64)>) -> Result<BlobRead, StorageError> {
+    pub async fn open(
+        &self,
+        image: ImageId,
+        blob: BlobId,
+        range: Option<(u64, u64)>,
+    ) -> Result<BlobRead, StorageError> {
         let options = GetOptions {
             range: range.map(|(s, e)| GetRange::Bounded(s..e + 1)),
             ..Default::default()
@@ -120,7 +127,10 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
-        let w = self.inner.as_mut().ok_or_else(|| StorageError::Config("writer already closed".into()))?;
+        let w = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| StorageError::Config("writer already closed".into()))?;
         w.wait_for_capacity(self.max_concurrency).await?;
         w.put(bytes);
         Ok(())
@@ -147,14 +157,12 @@ impl BlobWriter {
 impl Drop for BlobWriter {
     /// A writer dropped mid-way (a cancelled request, a panic) must not leave a partial upload.
     fn drop(&mut self) {
-        if let Some(w) = self.inner.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Err(e) = w.abort().await {
-                        tracing::warn!(error = %e, "aborting an abandoned upload failed");
-                    }
-                });
-            }
+        if let (Some(w), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(e) = w.abort().await {
+                    tracing::warn!(error = %e, "aborting an abandoned upload failed");
+                }
+            });
         }
     }
 }

@@ -69,7 +69,9 @@ where
             None => break,
         }
         if head.len() as u64 > limits.max_bytes {
-            return Err(IngestError::TooLarge { limit: limits.max_bytes });
+            return Err(IngestError::TooLarge {
+                limit: limits.max_bytes,
+            });
         }
     }
     let table = disk_format::inspect(&head).map_err(IngestError::Rejected)?;
@@ -94,20 +96,20 @@ where
             }
             size += bytes.len() as u64;
             if size > limits.max_bytes {
-                return Err(IngestError::TooLarge { limit: limits.max_bytes });
+                return Err(IngestError::TooLarge {
+                    limit: limits.max_bytes,
+                });
             }
             hasher.update(&bytes);
             writer.write(bytes).await?;
             progress(size);
         }
         let sha256 = hex::encode(hasher.finalize());
-        if let Some(expected) = &limits.expected_sha256 {
-            if *expected != sha256 {
-                return Err(IngestError::ChecksumMismatch {
-                    expected: expected.clone(),
-                    actual: sha256,
-                });
-            }
+        if let Some(expected) = limits.expected_sha256.as_ref().filter(|e| **e != sha256) {
+            return Err(IngestError::ChecksumMismatch {
+                expected: expected.clone(),
+                actual: sha256,
+            });
         }
         Ok(Ingested { size, sha256, table })
     }
@@ -145,11 +147,7 @@ mod tests {
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let p = e.path();
-                if p.is_dir() {
-                    stack.push(p)
-                } else {
-                    out.push(p)
-                }
+                if p.is_dir() { stack.push(p) } else { out.push(p) }
             }
         }
         out
@@ -170,13 +168,27 @@ mod tests {
         let (img, blob) = (ImageId::new(), BlobId::new());
         let sha = hex::encode(Sha256::digest(&data));
         let mut seen = 0;
-        let got = ingest(&store, img, blob, chunks(&data, 7000), &limits(1 << 30, Some(sha.clone())), |n| seen = n)
-            .await
-            .unwrap();
+        let got = ingest(
+            &store,
+            img,
+            blob,
+            chunks(&data, 7000),
+            &limits(1 << 30, Some(sha.clone())),
+            |n| seen = n,
+        )
+        .await
+        .unwrap();
         assert_eq!(got.size, data.len() as u64);
         assert_eq!(got.sha256, sha);
         assert_eq!(seen, data.len() as u64);
-        let read = store.inner.get(&BlobStore::image_key(img, blob)).await.unwrap().bytes().await.unwrap();
+        let read = store
+            .inner
+            .get(&BlobStore::image_key(img, blob))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&read[..], &data[..]);
     }
 
@@ -187,11 +199,12 @@ mod tests {
         let data = samples::raw_mbr(4 * INSPECT_LEN);
         let run = |data: Vec<u8>, l: IngestLimits| {
             let store = store.clone();
-            async move {
-                ingest(&store, ImageId::new(), BlobId::new(), chunks(&data, 4096), &l, |_| {}).await
-            }
+            async move { ingest(&store, ImageId::new(), BlobId::new(), chunks(&data, 4096), &l, |_| {}).await }
         };
-        assert!(matches!(run(data.clone(), limits(1000, None)).await, Err(IngestError::TooLarge { .. })));
+        assert!(matches!(
+            run(data.clone(), limits(1000, None)).await,
+            Err(IngestError::TooLarge { .. })
+        ));
         assert!(matches!(
             run(data.clone(), limits(INSPECT_LEN as u64 + 1, None)).await,
             Err(IngestError::TooLarge { .. })
@@ -209,7 +222,15 @@ mod tests {
             Ok(Bytes::from(vec![1u8; 4096])),
             Err(std::io::Error::other("connection reset")),
         ]);
-        let r = ingest(&store, ImageId::new(), BlobId::new(), broken, &limits(1 << 30, None), |_| {}).await;
+        let r = ingest(
+            &store,
+            ImageId::new(),
+            BlobId::new(),
+            broken,
+            &limits(1 << 30, None),
+            |_| {},
+        )
+        .await;
         assert!(matches!(r, Err(IngestError::Source(_))));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(files_under(dir.path()), Vec::<std::path::PathBuf>::new());

@@ -35,7 +35,11 @@ both!(tokens_are_verified, |app: TestApp| async move {
         c["nbf"] = json!(chrono::Utc::now().timestamp() + 3600);
         sign(Algorithm::HS256, dev_secret.as_bytes(), c)
     };
-    let other_key = sign(Algorithm::HS256, b"0123456789abcdef0123456789abcdef-not-ours", claims(3600));
+    let other_key = sign(
+        Algorithm::HS256,
+        b"0123456789abcdef0123456789abcdef-not-ours",
+        claims(3600),
+    );
     let wrong_alg = sign(Algorithm::HS512, dev_secret.as_bytes(), claims(3600));
     let no_exp = {
         let mut c = claims(0);
@@ -66,13 +70,32 @@ both!(tokens_are_verified, |app: TestApp| async move {
 
     // scopes and organizations
     let read_only = app.token_with(&["acme"], "images:read", false);
-    expect_status(app.req(Method::GET, &url, &read_only).send().await.unwrap(), StatusCode::OK).await;
-    let res = app.req(Method::POST, &url, &read_only).json(&json!({"name": "x", "source": {"type": "upload"}})).send().await.unwrap();
+    expect_status(
+        app.req(Method::GET, &url, &read_only).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let res = app
+        .req(Method::POST, &url, &read_only)
+        .json(&json!({"name": "x", "source": {"type": "upload"}}))
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
     let kernels_only = app.token_with(&["acme"], "kernels:read kernels:write", false);
-    expect_error(app.req(Method::GET, &url, &kernels_only).send().await.unwrap(), StatusCode::FORBIDDEN, "forbidden").await;
+    expect_error(
+        app.req(Method::GET, &url, &kernels_only).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
     let other = app.token(&["other"]);
-    expect_error(app.req(Method::GET, &url, &other).send().await.unwrap(), StatusCode::FORBIDDEN, "forbidden").await;
+    expect_error(
+        app.req(Method::GET, &url, &other).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
     // platform admins act for any organization
     let admin = app.admin_token();
     expect_status(app.req(Method::GET, &url, &admin).send().await.unwrap(), StatusCode::OK).await;
@@ -83,21 +106,39 @@ fn with_issuer(cfg: &mut strata_api::Config) {
     cfg.auth.audience = Some("strata".into());
 }
 
-both!(issuer_and_audience_are_checked_when_configured, config = with_issuer, |app: TestApp| async move {
-    let url = format!("{}/images", app.v1("acme", "local"));
-    let good = app.token(&["acme"]);
-    expect_status(app.req(Method::GET, &url, &good).send().await.unwrap(), StatusCode::OK).await;
-    let dev_secret = std::fs::read_to_string(app.cfg.data_dir.join("dev-signing-key")).unwrap();
-    for (iss, aud) in [("https://evil.example", "strata"), ("https://idp.example", "other"), ("", "")] {
-        let mut c = claims(3600);
-        if !iss.is_empty() {
-            c["iss"] = json!(iss);
-            c["aud"] = json!(aud);
+both!(
+    issuer_and_audience_are_checked_when_configured,
+    config = with_issuer,
+    |app: TestApp| async move {
+        let url = format!("{}/images", app.v1("acme", "local"));
+        let good = app.token(&["acme"]);
+        expect_status(app.req(Method::GET, &url, &good).send().await.unwrap(), StatusCode::OK).await;
+        let dev_secret = std::fs::read_to_string(app.cfg.data_dir.join("dev-signing-key")).unwrap();
+        for (iss, aud) in [
+            ("https://evil.example", "strata"),
+            ("https://idp.example", "other"),
+            ("", ""),
+        ] {
+            let mut c = claims(3600);
+            if !iss.is_empty() {
+                c["iss"] = json!(iss);
+                c["aud"] = json!(aud);
+            }
+            let t = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(dev_secret.as_bytes()),
+            )
+            .unwrap();
+            expect_error(
+                app.req(Method::GET, &url, &t).send().await.unwrap(),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            )
+            .await;
         }
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(dev_secret.as_bytes())).unwrap();
-        expect_error(app.req(Method::GET, &url, &t).send().await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
-});
+);
 
 /// An RS256 key from config: tokens signed with its private key pass; the classic confusion
 /// attack (HS256 signed with the public key's PEM as the HMAC secret) fails.
@@ -107,12 +148,26 @@ async fn rs256_keys_are_pinned() {
     let key = dir.path().join("k.pem");
     let public = dir.path().join("k.pub.pem");
     let ok = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key)
         .status()
         .unwrap()
         .success()
-        && std::process::Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).arg("-out").arg(&public).status().unwrap().success();
+        && std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
     assert!(ok, "openssl could not make a key pair");
     let public_path = public.clone();
     let app = spawn_with(Backend::Sqlite, move |cfg| {
@@ -128,72 +183,135 @@ async fn rs256_keys_are_pinned() {
     .await;
     let url = format!("{}/images", app.v1("acme", "local"));
     let private = std::fs::read(&key).unwrap();
-    let good = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims(3600), &EncodingKey::from_rsa_pem(&private).unwrap()).unwrap();
+    let good = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims(3600),
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    )
+    .unwrap();
     expect_status(app.req(Method::GET, &url, &good).send().await.unwrap(), StatusCode::OK).await;
     let pem = std::fs::read(&public).unwrap();
-    let forged = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(3600), &EncodingKey::from_secret(&pem)).unwrap();
-    expect_error(app.req(Method::GET, &url, &forged).send().await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(3600),
+        &EncodingKey::from_secret(&pem),
+    )
+    .unwrap();
+    expect_error(
+        app.req(Method::GET, &url, &forged).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
     // the dev key is off: dev tokens are not trusted
-    let dev = strata_api::auth::mint_dev_token(&app.cfg, "x", &["acme".into()], &["images:read".into()], false, 60).unwrap();
-    expect_error(app.req(Method::GET, &url, &dev).send().await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let dev =
+        strata_api::auth::mint_dev_token(&app.cfg, "x", &["acme".into()], &["images:read".into()], false, 60).unwrap();
+    expect_error(
+        app.req(Method::GET, &url, &dev).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
 }
 
 fn regions(cfg: &mut strata_api::Config) {
     use strata_api::config::{ProviderConfig, RegionConfig};
     cfg.regions = vec![
-        RegionConfig { id: "open".into(), organizations: None, provider: ProviderConfig::Local { root: cfg.data_dir.join("open") } },
+        RegionConfig {
+            id: "open".into(),
+            organizations: None,
+            provider: ProviderConfig::Local {
+                root: cfg.data_dir.join("open"),
+            },
+        },
         RegionConfig {
             id: "vip".into(),
             organizations: Some(vec!["acme".into()]),
-            provider: ProviderConfig::Local { root: cfg.data_dir.join("vip") },
+            provider: ProviderConfig::Local {
+                root: cfg.data_dir.join("vip"),
+            },
         },
     ];
 }
 
-both!(regions_hide_from_organizations_not_allowed, config = regions, |app: TestApp| async move {
-    let acme = app.token(&["acme"]);
-    let other = app.token(&["other"]);
-    expect_status(app.req(Method::GET, &format!("{}/images", app.v1("acme", "vip")), &acme).send().await.unwrap(), StatusCode::OK).await;
-    expect_status(app.req(Method::GET, &format!("{}/images", app.v1("other", "open")), &other).send().await.unwrap(), StatusCode::OK).await;
-    // a closed region and a region that does not exist answer alike
-    let closed = expect_error(
-        app.req(Method::GET, &format!("{}/images", app.v1("other", "vip")), &other).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-    let missing = expect_error(
-        app.req(Method::GET, &format!("{}/images", app.v1("other", "nowhere")), &other).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-    assert_eq!(
-        closed["message"].as_str().unwrap().replace("vip", "X"),
-        missing["message"].as_str().unwrap().replace("nowhere", "X")
-    );
-    // even for writes, and for the v2 query
-    let res = app
-        .req(Method::POST, &format!("{}/images", app.v1("other", "vip")), &other)
-        .json(&json!({"name": "x", "source": {"type": "upload"}}))
-        .send()
-        .await
-        .unwrap();
-    expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
-    let res = app.req(Method::GET, &format!("{}/api/v2/regions/vip/images", app.base), &other).send().await.unwrap();
-    expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
-    // the embedded default region is not there when regions are configured
-    expect_error(
-        app.req(Method::GET, &format!("{}/images", app.v1("acme", "local")), &acme).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-    // a token for another organization learns nothing about the region: 403 comes first
-    expect_error(
-        app.req(Method::GET, &format!("{}/images", app.v1("acme", "nowhere")), &other).send().await.unwrap(),
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    )
-    .await;
-});
+both!(
+    regions_hide_from_organizations_not_allowed,
+    config = regions,
+    |app: TestApp| async move {
+        let acme = app.token(&["acme"]);
+        let other = app.token(&["other"]);
+        expect_status(
+            app.req(Method::GET, &format!("{}/images", app.v1("acme", "vip")), &acme)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        expect_status(
+            app.req(Method::GET, &format!("{}/images", app.v1("other", "open")), &other)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        // a closed region and a region that does not exist answer alike
+        let closed = expect_error(
+            app.req(Method::GET, &format!("{}/images", app.v1("other", "vip")), &other)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+        let missing = expect_error(
+            app.req(Method::GET, &format!("{}/images", app.v1("other", "nowhere")), &other)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+        assert_eq!(
+            closed["message"].as_str().unwrap().replace("vip", "X"),
+            missing["message"].as_str().unwrap().replace("nowhere", "X")
+        );
+        // even for writes, and for the v2 query
+        let res = app
+            .req(Method::POST, &format!("{}/images", app.v1("other", "vip")), &other)
+            .json(&json!({"name": "x", "source": {"type": "upload"}}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
+        let res = app
+            .req(Method::GET, &format!("{}/api/v2/regions/vip/images", app.base), &other)
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
+        // the embedded default region is not there when regions are configured
+        expect_error(
+            app.req(Method::GET, &format!("{}/images", app.v1("acme", "local")), &acme)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+        // a token for another organization learns nothing about the region: 403 comes first
+        expect_error(
+            app.req(Method::GET, &format!("{}/images", app.v1("acme", "nowhere")), &other)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+    }
+);

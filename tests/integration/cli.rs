@@ -44,7 +44,11 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Server {
 
 fn strata(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -53,23 +57,50 @@ async fn serve_token_and_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     // the token command works before the server ever ran: it creates the development key
-    let token = strata(&["token", "--data-dir", d, "--org", "acme", "--scope", "images:read images:write"]).trim().to_owned();
+    let token = strata(&[
+        "token",
+        "--data-dir",
+        d,
+        "--org",
+        "acme",
+        "--scope",
+        "images:read images:write",
+    ])
+    .trim()
+    .to_owned();
     let mut server = serve(&["--listen", "127.0.0.1:0", "--data-dir", d], &[]);
     assert!(!server.base.ends_with(":0"), "{}", server.base);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("dev-signing-key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("dev-signing-key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     assert!(dir.path().join("strata.db").exists());
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/organizations/acme/regions/local/images", server.base);
-    let res = client.post(&url).bearer_auth(&token).json(&json!({"name": "x", "source": {"type": "upload"}})).send().await.unwrap();
+    let res = client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({"name": "x", "source": {"type": "upload"}}))
+        .send()
+        .await
+        .unwrap();
     expect_status(res, StatusCode::CREATED).await;
     // scopes from --scope only
-    let ro = strata(&["token", "--data-dir", d, "--org", "acme", "--scope", "images:read"]).trim().to_owned();
-    let res = client.post(&url).bearer_auth(&ro).json(&json!({"name": "y", "source": {"type": "upload"}})).send().await.unwrap();
+    let ro = strata(&["token", "--data-dir", d, "--org", "acme", "--scope", "images:read"])
+        .trim()
+        .to_owned();
+    let res = client
+        .post(&url)
+        .bearer_auth(&ro)
+        .json(&json!({"name": "y", "source": {"type": "upload"}}))
+        .send()
+        .await
+        .unwrap();
     expect_status(res, StatusCode::FORBIDDEN).await;
     // SIGTERM: a clean exit
     let pid = server.child.id().to_string();
@@ -79,7 +110,11 @@ async fn serve_token_and_graceful_stop() {
     // restart on the same data: migrations are idempotent, data persisted
     let server = serve(&["--listen", "127.0.0.1:0", "--data-dir", d], &[]);
     let url = format!("{}/api/v1/organizations/acme/regions/local/images", server.base);
-    let list = expect_status(client.get(&url).bearer_auth(&token).send().await.unwrap(), StatusCode::OK).await;
+    let list = expect_status(
+        client.get(&url).bearer_auth(&token).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
@@ -113,11 +148,19 @@ root = "{d}/eu-1"
         &["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d],
         &[("STRATA__LIMITS__MAX_IMAGE_BYTES", "5000")],
     );
-    let token = strata(&["token", "--config", c, "--data-dir", d, "--org", "acme"]).trim().to_owned();
+    let token = strata(&["token", "--config", c, "--data-dir", d, "--org", "acme"])
+        .trim()
+        .to_owned();
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/organizations/acme/regions/eu-1/images", server.base);
     let img = expect_status(
-        client.post(&url).bearer_auth(&token).json(&json!({"name": "x", "source": {"type": "upload"}})).send().await.unwrap(),
+        client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&json!({"name": "x", "source": {"type": "upload"}}))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::CREATED,
     )
     .await;
@@ -131,7 +174,11 @@ root = "{d}/eu-1"
         .unwrap();
     expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
     let local = format!("{}/api/v1/organizations/acme/regions/local/images", server.base);
-    expect_status(client.get(&local).bearer_auth(&token).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    expect_status(
+        client.get(&local).bearer_auth(&token).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     assert!(!dir.path().join("ignored").exists());
 }
 
@@ -140,12 +187,21 @@ fn bad_config_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[server]\nlisten = \"nope\"\n").unwrap();
-    let out = Command::new(BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
     std::fs::write(&cfg, "[database]\nurl = \"postgres://user:hunter2@127.0.0.1:1/x\"\n").unwrap();
     let out = Command::new(BIN)
-        .args(["migrate", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "migrate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -160,9 +216,15 @@ async fn migrate_and_openapi_commands() {
     assert!(strata(&["migrate", "--data-dir", d]).contains("migrations applied"));
     assert!(strata(&["migrate", "--data-dir", d]).contains("migrations applied"));
     let url = fresh_pg_database().await;
-    let out = Command::new(BIN).args(["migrate"]).env("STRATA__DATABASE__URL", &url).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .env("STRATA__DATABASE__URL", &url)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let spec = strata(&["openapi"]);
-    let committed = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json")).unwrap();
+    let committed =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json"))
+            .unwrap();
     assert!(spec == committed, "`strata openapi` differs from openapi/openapi.json");
 }

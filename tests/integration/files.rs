@@ -14,12 +14,23 @@ both!(upload_and_download, config = small_cap, |app: TestApp| async move {
     let t = app.token(&["acme"]);
     let data = samples::raw_mbr(300_000);
     let sha = hex::encode(Sha256::digest(&data));
-    let img = app.create("acme", &t, json!({"name": "disk", "source": {"type": "upload", "sha256": sha.to_uppercase()}})).await;
+    let img = app
+        .create(
+            "acme",
+            &t,
+            json!({"name": "disk", "source": {"type": "upload", "sha256": sha.to_uppercase()}}),
+        )
+        .await;
     let id = img["id"].as_str().unwrap();
     let file = format!("{}/images/{id}/file", app.v1("acme", "local"));
 
     // downloads wait for the bytes
-    expect_error(app.req(Method::GET, &file, &t).send().await.unwrap(), StatusCode::CONFLICT, "invalid-state").await;
+    expect_error(
+        app.req(Method::GET, &file, &t).send().await.unwrap(),
+        StatusCode::CONFLICT,
+        "invalid-state",
+    )
+    .await;
 
     let res = app.upload("acme", &t, id, data.clone()).await;
     let ready = expect_status(res, StatusCode::OK).await;
@@ -29,7 +40,12 @@ both!(upload_and_download, config = small_cap, |app: TestApp| async move {
     assert_eq!(ready["provenance"]["digest"], format!("sha256:{sha}"));
     assert_eq!(ready["tags"]["strata.dev/digest"], format!("sha256:{sha}"));
     // a second upload is refused: the image is no longer pending
-    expect_error(app.upload("acme", &t, id, data.clone()).await, StatusCode::CONFLICT, "invalid-state").await;
+    expect_error(
+        app.upload("acme", &t, id, data.clone()).await,
+        StatusCode::CONFLICT,
+        "invalid-state",
+    )
+    .await;
 
     let res = app.req(Method::GET, &file, &t).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -48,20 +64,51 @@ both!(upload_and_download, config = small_cap, |app: TestApp| async move {
         ("bytes=-999999999", 0, n - 1),
         ("bytes=7-7", 7, 7),
     ] {
-        let res = app.req(Method::GET, &file, &t).header("range", range).send().await.unwrap();
+        let res = app
+            .req(Method::GET, &file, &t)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_eq!(res.headers()["content-range"], format!("bytes {start}-{end}/{n}").as_str(), "{range}");
-        assert_eq!(res.headers()["content-length"], (end - start + 1).to_string().as_str(), "{range}");
+        assert_eq!(
+            res.headers()["content-range"],
+            format!("bytes {start}-{end}/{n}").as_str(),
+            "{range}"
+        );
+        assert_eq!(
+            res.headers()["content-length"],
+            (end - start + 1).to_string().as_str(),
+            "{range}"
+        );
         assert_eq!(res.bytes().await.unwrap().as_ref(), &data[start..=end], "{range}");
     }
-    for range in [format!("bytes={n}-"), format!("bytes={}-{}", n + 5, n + 10), "bytes=-0".to_owned()] {
-        let res = app.req(Method::GET, &file, &t).header("range", &range).send().await.unwrap();
-        assert_eq!(res.headers()["content-range"], format!("bytes */{n}").as_str(), "{range}");
+    for range in [
+        format!("bytes={n}-"),
+        format!("bytes={}-{}", n + 5, n + 10),
+        "bytes=-0".to_owned(),
+    ] {
+        let res = app
+            .req(Method::GET, &file, &t)
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()["content-range"],
+            format!("bytes */{n}").as_str(),
+            "{range}"
+        );
         expect_error(res, StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable").await;
     }
     // several ranges, or nonsense, get the whole file
     for range in ["bytes=0-1,5-6", "bytes=9-3", "pages=1-2"] {
-        let res = app.req(Method::GET, &file, &t).header("range", range).send().await.unwrap();
+        let res = app
+            .req(Method::GET, &file, &t)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{range}");
         assert_eq!(res.bytes().await.unwrap().len(), n, "{range}");
     }
@@ -69,99 +116,146 @@ both!(upload_and_download, config = small_cap, |app: TestApp| async move {
     let stored_before = files_under(&app.blobs_dir());
     assert_eq!(stored_before.len(), 1);
     expect_status(
-        app.req(Method::DELETE, &format!("{}/images/{id}", app.v1("acme", "local")), &t).send().await.unwrap(),
+        app.req(Method::DELETE, &format!("{}/images/{id}", app.v1("acme", "local")), &t)
+            .send()
+            .await
+            .unwrap(),
         StatusCode::NO_CONTENT,
     )
     .await;
     assert_eq!(files_under(&app.blobs_dir()), Vec::<std::path::PathBuf>::new());
 });
 
-both!(refused_uploads_keep_nothing, config = small_cap, |app: TestApp| async move {
-    let t = app.token(&["acme"]);
-    let iso_plain = {
-        let mut d = vec![0u8; 70_000];
-        d[0x8001..0x8006].copy_from_slice(b"CD001");
-        d
-    };
-    let mut gpt_without_header = samples::raw_mbr(8192);
-    samples::set_entry(&mut gpt_without_header, 0, 0, 0xEE, 1, 100);
-    let mut bad_status = samples::raw_mbr(4096);
-    bad_status[446] = 0x12;
-    let mut no_partitions = samples::raw_mbr(4096);
-    samples::set_entry(&mut no_partitions, 0, 0, 0, 0, 0);
-    let mut no_signature = samples::raw_mbr(4096);
-    no_signature[510] = 0;
-    let mut qcow2_later = samples::raw_mbr(70_000);
-    qcow2_later[4096..4104].copy_from_slice(b"QFI\xfb\0\0\0\x03");
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("qcow2", samples::qcow2(100_000), "qcow2"),
-        ("vmdk", samples::with_magic(b"KDMV\x01\0\0\0", 4096), "vmdk"),
-        ("vmdk descriptor", samples::with_magic(b"# Disk DescriptorFile\n", 4096), "vmdk"),
-        ("vhd", samples::with_magic(b"conectix", 4096), "vhd"),
-        ("vhdx", samples::with_magic(b"vhdxfile", 4096), "vhdx"),
-        ("qed", samples::with_magic(b"QED\0", 4096), "qed"),
-        ("luks", samples::with_magic(b"LUKS\xba\xbe\0\x02", 4096), "luks"),
-        ("iso", iso_plain, "iso9660"),
-        ("hybrid iso", samples::hybrid_iso(80_000), "iso9660"),
-        ("qcow2 behind an mbr", qcow2_later, "qcow2"),
-        ("fat", samples::fat32(4096), "fat"),
-        ("short", vec![0u8; 100], "512"),
-        ("empty", vec![], "512"),
-        ("no boot signature", no_signature, "0x55AA"),
-        ("bad status", bad_status, "status"),
-        ("no partitions", no_partitions, "no partitions"),
-        ("gpt without header", gpt_without_header, "GPT"),
-    ];
-    let img = app.create_named("acme", &t, "disk").await;
-    let id = img["id"].as_str().unwrap();
-    for (what, bytes, detected) in cases {
-        let err = expect_error(app.upload("acme", &t, id, bytes).await, StatusCode::UNPROCESSABLE_ENTITY, "unsupported-disk-format").await;
-        assert!(err["message"].as_str().unwrap().contains(detected), "{what}: {err}");
-    }
-    // checksum mismatch
-    let sha_img = app.create(
-        "acme",
-        &t,
-        json!({"name": "sha", "source": {"type": "upload", "sha256": "0".repeat(64)}}),
-    )
-    .await;
-    let sha_id = sha_img["id"].as_str().unwrap();
-    let err = expect_error(app.upload("acme", &t, sha_id, samples::raw_mbr(100_000)).await, StatusCode::UNPROCESSABLE_ENTITY, "checksum-mismatch").await;
-    assert!(err["message"].as_str().unwrap().contains(&"0".repeat(64)));
-    // over the cap: announced by Content-Length, and streamed without one
-    expect_error(app.upload("acme", &t, id, samples::raw_mbr((1 << 20) + 1)).await, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|i| Ok(if i == 0 { samples::raw_mbr(65536) } else { vec![7u8; 65536] })).collect();
-    let res = app
-        .req(Method::PUT, &format!("{}/images/{id}/file", app.v1("acme", "local")), &t)
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
-    expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
-    // wrong content type
-    let res = app
-        .req(Method::PUT, &format!("{}/images/{id}/file", app.v1("acme", "local")), &t)
-        .header("content-type", "application/json")
-        .body(samples::raw_mbr(4096))
-        .send()
-        .await
-        .unwrap();
-    expect_error(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
+both!(
+    refused_uploads_keep_nothing,
+    config = small_cap,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let iso_plain = {
+            let mut d = vec![0u8; 70_000];
+            d[0x8001..0x8006].copy_from_slice(b"CD001");
+            d
+        };
+        let mut gpt_without_header = samples::raw_mbr(8192);
+        samples::set_entry(&mut gpt_without_header, 0, 0, 0xEE, 1, 100);
+        let mut bad_status = samples::raw_mbr(4096);
+        bad_status[446] = 0x12;
+        let mut no_partitions = samples::raw_mbr(4096);
+        samples::set_entry(&mut no_partitions, 0, 0, 0, 0, 0);
+        let mut no_signature = samples::raw_mbr(4096);
+        no_signature[510] = 0;
+        let mut qcow2_later = samples::raw_mbr(70_000);
+        qcow2_later[4096..4104].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("qcow2", samples::qcow2(100_000), "qcow2"),
+            ("vmdk", samples::with_magic(b"KDMV\x01\0\0\0", 4096), "vmdk"),
+            (
+                "vmdk descriptor",
+                samples::with_magic(b"# Disk DescriptorFile\n", 4096),
+                "vmdk",
+            ),
+            ("vhd", samples::with_magic(b"conectix", 4096), "vhd"),
+            ("vhdx", samples::with_magic(b"vhdxfile", 4096), "vhdx"),
+            ("qed", samples::with_magic(b"QED\0", 4096), "qed"),
+            ("luks", samples::with_magic(b"LUKS\xba\xbe\0\x02", 4096), "luks"),
+            ("iso", iso_plain, "iso9660"),
+            ("hybrid iso", samples::hybrid_iso(80_000), "iso9660"),
+            ("qcow2 behind an mbr", qcow2_later, "qcow2"),
+            ("fat", samples::fat32(4096), "fat"),
+            ("short", vec![0u8; 100], "512"),
+            ("empty", vec![], "512"),
+            ("no boot signature", no_signature, "0x55AA"),
+            ("bad status", bad_status, "status"),
+            ("no partitions", no_partitions, "no partitions"),
+            ("gpt without header", gpt_without_header, "GPT"),
+        ];
+        let img = app.create_named("acme", &t, "disk").await;
+        let id = img["id"].as_str().unwrap();
+        for (what, bytes, detected) in cases {
+            let err = expect_error(
+                app.upload("acme", &t, id, bytes).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsupported-disk-format",
+            )
+            .await;
+            assert!(err["message"].as_str().unwrap().contains(detected), "{what}: {err}");
+        }
+        // checksum mismatch
+        let sha_img = app
+            .create(
+                "acme",
+                &t,
+                json!({"name": "sha", "source": {"type": "upload", "sha256": "0".repeat(64)}}),
+            )
+            .await;
+        let sha_id = sha_img["id"].as_str().unwrap();
+        let err = expect_error(
+            app.upload("acme", &t, sha_id, samples::raw_mbr(100_000)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "checksum-mismatch",
+        )
+        .await;
+        assert!(err["message"].as_str().unwrap().contains(&"0".repeat(64)));
+        // over the cap: announced by Content-Length, and streamed without one
+        expect_error(
+            app.upload("acme", &t, id, samples::raw_mbr((1 << 20) + 1)).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+        )
+        .await;
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20)
+            .map(|i| {
+                Ok(if i == 0 {
+                    samples::raw_mbr(65536)
+                } else {
+                    vec![7u8; 65536]
+                })
+            })
+            .collect();
+        let res = app
+            .req(
+                Method::PUT,
+                &format!("{}/images/{id}/file", app.v1("acme", "local")),
+                &t,
+            )
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
+        // wrong content type
+        let res = app
+            .req(
+                Method::PUT,
+                &format!("{}/images/{id}/file", app.v1("acme", "local")),
+                &t,
+            )
+            .header("content-type", "application/json")
+            .body(samples::raw_mbr(4096))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
 
-    // after all that: still pending, and not one byte stored (no staging files either)
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(files_under(&app.blobs_dir()), Vec::<std::path::PathBuf>::new());
-    for i in [id, sha_id] {
-        let got = app.req(Method::GET, &format!("{}/images/{i}", app.v1("acme", "local")), &t).send().await.unwrap();
-        let got = expect_status(got, StatusCode::OK).await;
-        assert_eq!(got["status"]["state"], "pending");
-        assert_eq!(got["sizeBytes"], serde_json::Value::Null);
+        // after all that: still pending, and not one byte stored (no staging files either)
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(files_under(&app.blobs_dir()), Vec::<std::path::PathBuf>::new());
+        for i in [id, sha_id] {
+            let got = app
+                .req(Method::GET, &format!("{}/images/{i}", app.v1("acme", "local")), &t)
+                .send()
+                .await
+                .unwrap();
+            let got = expect_status(got, StatusCode::OK).await;
+            assert_eq!(got["status"]["state"], "pending");
+            assert_eq!(got["sizeBytes"], serde_json::Value::Null);
+        }
+        // and a good upload still works afterwards
+        let gpt = samples::raw_gpt(100_000);
+        expect_status(app.upload("acme", &t, id, gpt).await, StatusCode::OK).await;
     }
-    // and a good upload still works afterwards
-    let gpt = samples::raw_gpt(100_000);
-    expect_status(app.upload("acme", &t, id, gpt).await, StatusCode::OK).await;
-});
+);
 
 both!(aborted_upload_keeps_nothing, |app: TestApp| async move {
     let t = app.token(&["acme"]);
@@ -191,7 +285,15 @@ both!(aborted_upload_keeps_nothing, |app: TestApp| async move {
         }
     }
     assert_eq!(left, Vec::<std::path::PathBuf>::new());
-    let got = app.req(Method::GET, &format!("{}/images/{id}", app.v1("acme", "local")), &t).send().await.unwrap();
+    let got = app
+        .req(Method::GET, &format!("{}/images/{id}", app.v1("acme", "local")), &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_status(got, StatusCode::OK).await["status"]["state"], "pending");
-    expect_status(app.upload("acme", &t, id, samples::raw_mbr(1 << 20)).await, StatusCode::OK).await;
+    expect_status(
+        app.upload("acme", &t, id, samples::raw_mbr(1 << 20)).await,
+        StatusCode::OK,
+    )
+    .await;
 });

@@ -60,9 +60,14 @@ pub async fn fresh_pg_database() -> String {
     let conn = sea_orm::Database::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required (the test script starts it): {e}"));
-    conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
     conn.close().await.ok();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("url with a database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .expect("url with a database");
     format!("{base}/{name}")
 }
 
@@ -75,8 +80,10 @@ pub struct TestApp {
 }
 
 pub async fn base_config(backend: Backend, dir: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.to_path_buf();
+    let mut cfg = Config {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
     cfg.server.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.server.workers = Some(2);
     cfg.server.shutdown_timeout_secs = 1;
@@ -155,16 +162,21 @@ impl TestApp {
     }
 
     pub async fn create_named(&self, org: &str, token: &str, name: &str) -> Value {
-        self.create(org, token, json!({"name": name, "source": {"type": "upload"}})).await
+        self.create(org, token, json!({"name": name, "source": {"type": "upload"}}))
+            .await
     }
 
     pub async fn upload(&self, org: &str, token: &str, id: &str, bytes: Vec<u8>) -> Response {
-        self.req(Method::PUT, &format!("{}/images/{id}/file", self.v1(org, "local")), token)
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await
-            .expect("request")
+        self.req(
+            Method::PUT,
+            &format!("{}/images/{id}/file", self.v1(org, "local")),
+            token,
+        )
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .expect("request")
     }
 }
 
@@ -173,15 +185,25 @@ pub async fn expect_status(res: Response, want: StatusCode) -> Value {
     let status = res.status();
     let text = res.text().await.unwrap_or_default();
     assert_eq!(status, want, "unexpected status; body: {text}");
-    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
 }
 
 /// Asserts an error response: status and stable code, and that the body has a message and request id.
 pub async fn expect_error(res: Response, want: StatusCode, code: &str) -> Value {
     let body = expect_status(res, want).await;
     assert_eq!(body["error"], code, "wrong error code: {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
-    assert!(body["requestId"].as_str().is_some_and(|m| !m.is_empty()), "no requestId: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+    assert!(
+        body["requestId"].as_str().is_some_and(|m| !m.is_empty()),
+        "no requestId: {body}"
+    );
     body
 }
 
@@ -192,11 +214,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                out.push(p)
-            }
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
         }
     }
     out

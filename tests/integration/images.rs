@@ -21,7 +21,10 @@ both!(lifecycle, |app: TestApp| async move {
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     let img = expect_status(res, StatusCode::CREATED).await;
     let id = img["id"].as_str().unwrap().to_owned();
-    assert!(location.ends_with(&format!("/api/v1/organizations/acme/regions/local/images/{id}")), "{location}");
+    assert!(
+        location.ends_with(&format!("/api/v1/organizations/acme/regions/local/images/{id}")),
+        "{location}"
+    );
     assert_eq!(etag, "\"1\"");
     assert_eq!(img["status"]["state"], "pending");
     assert_eq!(img["organizationId"], "acme");
@@ -45,10 +48,21 @@ both!(lifecycle, |app: TestApp| async move {
     assert_eq!(got, img);
 
     // list: own images, never null
-    let list = expect_status(app.req(Method::GET, &format!("{base}/images"), &t).send().await.unwrap(), StatusCode::OK).await;
+    let list = expect_status(
+        app.req(Method::GET, &format!("{base}/images"), &t)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     let empty = app.token(&["empty-org"]);
-    let list = app.req(Method::GET, &format!("{}/images", app.v1("empty-org", "local")), &empty).send().await.unwrap();
+    let list = app
+        .req(Method::GET, &format!("{}/images", app.v1("empty-org", "local")), &empty)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_status(list, StatusCode::OK).await, json!([]));
 
     // PATCH with If-Match, then a stale If-Match
@@ -66,22 +80,50 @@ both!(lifecycle, |app: TestApp| async move {
     assert_eq!(patched["protected"], true);
     assert_eq!(patched["tags"]["team"], "core");
     assert!(patched["tags"].get("env").is_none());
-    assert_eq!(patched["tags"]["strata.dev/source"], "upload", "reserved tags survive patches");
+    assert_eq!(
+        patched["tags"]["strata.dev/source"], "upload",
+        "reserved tags survive patches"
+    );
     assert_eq!(patched["revision"], 2);
-    let res = app.req(Method::PATCH, &location, &t).header("if-match", "\"1\"").json(&json!({"name": "x"})).send().await.unwrap();
+    let res = app
+        .req(Method::PATCH, &location, &t)
+        .header("if-match", "\"1\"")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::PRECONDITION_FAILED, "precondition-failed").await;
-    let still = expect_status(app.req(Method::GET, &location, &t).send().await.unwrap(), StatusCode::OK).await;
+    let still = expect_status(
+        app.req(Method::GET, &location, &t).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(still["name"], "ubuntu-lts");
 
     // protected images cannot be deleted until unprotected
     let res = app.req(Method::DELETE, &location, &t).send().await.unwrap();
     expect_error(res, StatusCode::CONFLICT, "image-protected").await;
-    let res = app.req(Method::PATCH, &location, &t).json(&json!({"protected": false})).send().await.unwrap();
+    let res = app
+        .req(Method::PATCH, &location, &t)
+        .json(&json!({"protected": false}))
+        .send()
+        .await
+        .unwrap();
     expect_status(res, StatusCode::OK).await;
     let res = app.req(Method::DELETE, &location, &t).send().await.unwrap();
     expect_status(res, StatusCode::NO_CONTENT).await;
-    expect_error(app.req(Method::GET, &location, &t).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
-    expect_error(app.req(Method::DELETE, &location, &t).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
+    expect_error(
+        app.req(Method::GET, &location, &t).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_error(
+        app.req(Method::DELETE, &location, &t).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
 });
 
 both!(names_are_unique_per_org_and_among_globals, |app: TestApp| async move {
@@ -98,7 +140,13 @@ both!(names_are_unique_per_org_and_among_globals, |app: TestApp| async move {
     expect_error(res, StatusCode::CONFLICT, "name-taken").await;
     // another organization may use the same name, and so may a global image
     app.create_named("b", &b, "base").await;
-    let g = app.create("a", &admin, json!({"name": "base", "visibility": "global", "source": {"type": "upload"}})).await;
+    let g = app
+        .create(
+            "a",
+            &admin,
+            json!({"name": "base", "visibility": "global", "source": {"type": "upload"}}),
+        )
+        .await;
     assert_eq!(g["organizationId"], serde_json::Value::Null);
     assert!(g["tags"].get("strata.dev/organization").is_none());
     let res = app
@@ -111,7 +159,11 @@ both!(names_are_unique_per_org_and_among_globals, |app: TestApp| async move {
     // renaming onto a taken name is refused too
     let other = app.create_named("a", &a, "other").await;
     let res = app
-        .req(Method::PATCH, &format!("{}/images/{}", app.v1("a", "local"), other["id"].as_str().unwrap()), &a)
+        .req(
+            Method::PATCH,
+            &format!("{}/images/{}", app.v1("a", "local"), other["id"].as_str().unwrap()),
+            &a,
+        )
         .json(&json!({"name": "base"}))
         .send()
         .await
@@ -119,21 +171,34 @@ both!(names_are_unique_per_org_and_among_globals, |app: TestApp| async move {
     expect_error(res, StatusCode::CONFLICT, "name-taken").await;
 });
 
-both!(parallel_creates_of_one_name_yield_one_image, |app: TestApp| async move {
-    let t = app.token(&["race"]);
-    let url = format!("{}/images", app.v1("race", "local"));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let req = app.req(Method::POST, &url, &t).json(&json!({"name": "same", "source": {"type": "upload"}}));
-        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status() }));
+both!(
+    parallel_creates_of_one_name_yield_one_image,
+    |app: TestApp| async move {
+        let t = app.token(&["race"]);
+        let url = format!("{}/images", app.v1("race", "local"));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let req = app
+                .req(Method::POST, &url, &t)
+                .json(&json!({"name": "same", "source": {"type": "upload"}}));
+            tasks.push(tokio::spawn(async move { req.send().await.unwrap().status() }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == StatusCode::CREATED).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(),
+            7,
+            "{statuses:?}"
+        );
     }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 7, "{statuses:?}");
-});
+);
 
 both!(global_images, |app: TestApp| async move {
     let a = app.token(&["a"]);
@@ -147,43 +212,117 @@ both!(global_images, |app: TestApp| async move {
         .await
         .unwrap();
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
-    let g = app.create("a", &admin, json!({"name": "g", "visibility": "global", "source": {"type": "upload"}})).await;
+    let g = app
+        .create(
+            "a",
+            &admin,
+            json!({"name": "g", "visibility": "global", "source": {"type": "upload"}}),
+        )
+        .await;
     let id = g["id"].as_str().unwrap();
     let own = app.create_named("a", &a, "own").await;
 
     // every organization sees it; scope=owned hides it
-    let got = app.req(Method::GET, &format!("{}/images/{id}", app.v1("b", "local")), &b).send().await.unwrap();
+    let got = app
+        .req(Method::GET, &format!("{}/images/{id}", app.v1("b", "local")), &b)
+        .send()
+        .await
+        .unwrap();
     expect_status(got, StatusCode::OK).await;
-    let all = expect_status(app.req(Method::GET, &format!("{}/images", app.v1("b", "local")), &b).send().await.unwrap(), StatusCode::OK).await;
+    let all = expect_status(
+        app.req(Method::GET, &format!("{}/images", app.v1("b", "local")), &b)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(all.as_array().unwrap().len(), 1);
-    let owned = app.req(Method::GET, &format!("{}/images?scope=owned", app.v1("b", "local")), &b).send().await.unwrap();
+    let owned = app
+        .req(Method::GET, &format!("{}/images?scope=owned", app.v1("b", "local")), &b)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_status(owned, StatusCode::OK).await, json!([]));
-    let bad = app.req(Method::GET, &format!("{}/images?scope=mine", app.v1("b", "local")), &b).send().await.unwrap();
+    let bad = app
+        .req(Method::GET, &format!("{}/images?scope=mine", app.v1("b", "local")), &b)
+        .send()
+        .await
+        .unwrap();
     expect_error(bad, StatusCode::BAD_REQUEST, "invalid-input").await;
 
     // but only platform admins change or delete it; others get 404
     let url_b = format!("{}/images/{id}", app.v1("b", "local"));
-    expect_error(app.req(Method::PATCH, &url_b, &b).json(&json!({"description": "x"})).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
-    expect_error(app.req(Method::DELETE, &url_b, &b).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
-    let res = app.upload("b", &b, id, strata_domain::disk_format::samples::raw_mbr(4096)).await;
+    expect_error(
+        app.req(Method::PATCH, &url_b, &b)
+            .json(&json!({"description": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_error(
+        app.req(Method::DELETE, &url_b, &b).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    let res = app
+        .upload("b", &b, id, strata_domain::disk_format::samples::raw_mbr(4096))
+        .await;
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
 
     // another organization's image does not exist for b, whatever the method
     let own_id = own["id"].as_str().unwrap();
     let url = format!("{}/images/{own_id}", app.v1("b", "local"));
     for m in [Method::GET, Method::DELETE] {
-        expect_error(app.req(m, &url, &b).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
+        expect_error(
+            app.req(m, &url, &b).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
     }
-    expect_error(app.req(Method::PATCH, &url, &b).json(&json!({"name": "stolen"})).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
-    expect_error(app.req(Method::GET, &format!("{url}/file"), &b).send().await.unwrap(), StatusCode::NOT_FOUND, "not-found").await;
-    let put = app.req(Method::PUT, &format!("{url}/consumers/vm-1"), &b).json(&json!({"kind": "vm"})).send().await.unwrap();
+    expect_error(
+        app.req(Method::PATCH, &url, &b)
+            .json(&json!({"name": "stolen"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_error(
+        app.req(Method::GET, &format!("{url}/file"), &b).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    let put = app
+        .req(Method::PUT, &format!("{url}/consumers/vm-1"), &b)
+        .json(&json!({"kind": "vm"}))
+        .send()
+        .await
+        .unwrap();
     expect_error(put, StatusCode::NOT_FOUND, "not-found").await;
 
     // platform admins manage it
     let url_admin = format!("{}/images/{id}", app.v1("a", "local"));
-    let res = app.req(Method::PATCH, &url_admin, &admin).json(&json!({"description": "golden"})).send().await.unwrap();
+    let res = app
+        .req(Method::PATCH, &url_admin, &admin)
+        .json(&json!({"description": "golden"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_status(res, StatusCode::OK).await["description"], "golden");
-    expect_status(app.req(Method::DELETE, &url_admin, &admin).send().await.unwrap(), StatusCode::NO_CONTENT).await;
+    expect_status(
+        app.req(Method::DELETE, &url_admin, &admin).send().await.unwrap(),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
 });
 
 both!(input_validation, |app: TestApp| async move {
@@ -211,15 +350,25 @@ both!(input_validation, |app: TestApp| async move {
         assert!(!err["message"].as_str().unwrap().contains("internal"), "{body}: {err}");
     }
     // reserved tags: on create, and set or removed by PATCH
-    let res = post(json!({"name": "ok", "tags": {"strata.dev/source": "url"}, "source": {"type": "upload"}})).await.unwrap();
+    let res = post(json!({"name": "ok", "tags": {"strata.dev/source": "url"}, "source": {"type": "upload"}}))
+        .await
+        .unwrap();
     expect_error(res, StatusCode::BAD_REQUEST, "reserved-tag").await;
     let img = app.create_named("acme", &t, "ok").await;
     let img_url = format!("{url}/{}", img["id"].as_str().unwrap());
-    for patch in [json!({"tags": {"strata.dev/imported-by": "mallory"}}), json!({"tags": {"strata.dev/source": null}})] {
+    for patch in [
+        json!({"tags": {"strata.dev/imported-by": "mallory"}}),
+        json!({"tags": {"strata.dev/source": null}}),
+    ] {
         let res = app.req(Method::PATCH, &img_url, &t).json(&patch).send().await.unwrap();
         expect_error(res, StatusCode::BAD_REQUEST, "reserved-tag").await;
     }
-    for patch in [json!({"name": null}), json!({"name": "BAD"}), json!({"visibility": "global"}), json!({"protected": "yes"})] {
+    for patch in [
+        json!({"name": null}),
+        json!({"name": "BAD"}),
+        json!({"visibility": "global"}),
+        json!({"protected": "yes"}),
+    ] {
         let res = app.req(Method::PATCH, &img_url, &t).json(&patch).send().await.unwrap();
         expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
     }
@@ -231,14 +380,34 @@ both!(input_validation, |app: TestApp| async move {
     assert_eq!(list.as_array().unwrap().len(), 1, "refused creates left nothing behind");
 
     // malformed JSON, wrong content type, oversized body, bad image id
-    let res = app.req(Method::POST, &url, &t).header("content-type", "application/json").body("{").send().await.unwrap();
+    let res = app
+        .req(Method::POST, &url, &t)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
-    let res = app.req(Method::POST, &url, &t).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let res = app
+        .req(Method::POST, &url, &t)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
     let huge = json!({"name": "big", "description": "x".repeat(70_000), "source": {"type": "upload"}});
     expect_error(post(huge).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
-    let res = app.req(Method::GET, &format!("{url}/not-a-uuid"), &t).send().await.unwrap();
+    let res = app
+        .req(Method::GET, &format!("{url}/not-a-uuid"), &t)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
-    let res = app.req(Method::GET, &format!("{}/api/v1/nope", app.base), &t).send().await.unwrap();
+    let res = app
+        .req(Method::GET, &format!("{}/api/v1/nope", app.base), &t)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
 });

@@ -36,13 +36,19 @@ fn every_response_is_described_and_errors_are_declared() {
                     Some(reference) => &responses[reference.rsplit('/').next().unwrap()],
                     None => r,
                 };
-                assert!(r["description"].as_str().is_some_and(|d| !d.is_empty()), "{method} {path} {status}");
+                assert!(
+                    r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}"
+                );
             }
             if path.starts_with("/api/") {
                 for status in ["400", "401", "403", "404", "500"] {
                     assert!(rs.contains_key(status), "{method} {path} lacks {status}");
                 }
-                assert!(op["security"][0]["bearer"].is_array(), "{method} {path} lacks bearer security");
+                assert!(
+                    op["security"][0]["bearer"].is_array(),
+                    "{method} {path} lacks bearer security"
+                );
             }
         }
     }
@@ -50,7 +56,12 @@ fn every_response_is_described_and_errors_are_declared() {
 }
 
 both!(spec_and_docs_are_served, |app: TestApp| async move {
-    let served = app.client.get(format!("{}/api/openapi.json", app.base)).send().await.unwrap();
+    let served = app
+        .client
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
     let served: Value = expect_status(served, StatusCode::OK).await;
     let committed: Value = serde_json::from_str(&std::fs::read_to_string(committed_path()).unwrap()).unwrap();
     assert_eq!(served, committed);
@@ -64,9 +75,20 @@ both!(spec_and_docs_are_served, |app: TestApp| async move {
     assert_eq!(r["checks"]["database"], "ok");
     assert_eq!(r["checks"]["region:local"], "ok");
     // request ids: echoed when sane, made up otherwise, and quoted in error bodies
-    let res = app.client.get(format!("{}/healthz", app.base)).header("x-request-id", "trace-42").send().await.unwrap();
+    let res = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-42");
-    let res = app.client.get(format!("{}/api/v1/organizations/a/regions/local/images", app.base)).send().await.unwrap();
+    let res = app
+        .client
+        .get(format!("{}/api/v1/organizations/a/regions/local/images", app.base))
+        .send()
+        .await
+        .unwrap();
     let rid = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     assert_eq!(body["requestId"], rid);

@@ -22,7 +22,13 @@ async fn all_pages(app: &TestApp, token: &str, query: &str) -> Vec<String> {
             None => query.to_owned(),
         };
         let p = page(app, token, &q).await;
-        names.extend(p["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()));
+        names.extend(
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_owned()),
+        );
         match p["nextPageToken"].as_str() {
             Some(t) => next = Some(t.to_owned()),
             None => return names,
@@ -38,20 +44,52 @@ both!(v2_query, |app: TestApp| async move {
     let admin = app.admin_token();
     for i in 0..23 {
         let arch = if i % 3 == 0 { "aarch64" } else { "x86_64" };
-        let tags = if i % 2 == 0 { json!({"env": "prod"}) } else { json!({"env": "dev", "team": "x"}) };
-        app.create("a", &a, json!({"name": format!("a-{i:02}"), "architecture": arch, "tags": tags, "source": {"type": "upload"}})).await;
+        let tags = if i % 2 == 0 {
+            json!({"env": "prod"})
+        } else {
+            json!({"env": "dev", "team": "x"})
+        };
+        app.create(
+            "a",
+            &a,
+            json!({"name": format!("a-{i:02}"), "architecture": arch, "tags": tags, "source": {"type": "upload"}}),
+        )
+        .await;
     }
     for i in 0..5 {
         app.create_named("b", &b, &format!("b-{i}")).await;
     }
-    let g = app.create("a", &admin, json!({"name": "g-0", "visibility": "global", "source": {"type": "upload"}})).await;
+    let g = app
+        .create(
+            "a",
+            &admin,
+            json!({"name": "g-0", "visibility": "global", "source": {"type": "upload"}}),
+        )
+        .await;
     let first = app.create_named("c", &app.token(&["c"]), "c-0").await;
-    expect_status(app.upload("c", &app.token(&["c"]), first["id"].as_str().unwrap(), samples::raw_mbr(4096)).await, StatusCode::OK).await;
+    expect_status(
+        app.upload(
+            "c",
+            &app.token(&["c"]),
+            first["id"].as_str().unwrap(),
+            samples::raw_mbr(4096),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
 
     // paging: every item exactly once, in name order, across several page sizes
-    let expected: Vec<String> = (0..23).map(|i| format!("a-{i:02}")).chain(std::iter::once("g-0".to_owned())).collect();
+    let expected: Vec<String> = (0..23)
+        .map(|i| format!("a-{i:02}"))
+        .chain(std::iter::once("g-0".to_owned()))
+        .collect();
     for limit in [1, 5, 7, 24, 1000] {
-        assert_eq!(all_pages(&app, &a, &format!("limit={limit}")).await, expected, "limit {limit}");
+        assert_eq!(
+            all_pages(&app, &a, &format!("limit={limit}")).await,
+            expected,
+            "limit {limit}"
+        );
     }
     let p = page(&app, &a, "limit=24").await;
     assert_eq!(p["nextPageToken"], Value::Null);
@@ -69,10 +107,16 @@ both!(v2_query, |app: TestApp| async move {
     assert_eq!(all_pages(&app, &ab, "limit=50").await.len(), 29);
     assert_eq!(all_pages(&app, &ab, "organizationID=b&scope=owned").await.len(), 5);
     // organizations the caller may not read are dropped silently
-    assert_eq!(all_pages(&app, &a, "organizationID=b&organizationID=c&scope=owned").await, Vec::<String>::new());
+    assert_eq!(
+        all_pages(&app, &a, "organizationID=b&organizationID=c&scope=owned").await,
+        Vec::<String>::new()
+    );
     assert_eq!(all_pages(&app, &a, "organizationID=b").await, vec!["g-0".to_owned()]);
     assert_eq!(all_pages(&app, &admin, "limit=50").await.len(), 30);
-    assert_eq!(all_pages(&app, &admin, "organizationID=c").await, vec!["c-0".to_owned(), "g-0".to_owned()]);
+    assert_eq!(
+        all_pages(&app, &admin, "organizationID=c").await,
+        vec!["c-0".to_owned(), "g-0".to_owned()]
+    );
 
     // filters
     assert_eq!(all_pages(&app, &a, "architecture=aarch64&scope=owned").await.len(), 8);
@@ -82,35 +126,94 @@ both!(v2_query, |app: TestApp| async move {
     assert_eq!(all_pages(&app, &a, "tag=env=prod&architecture=aarch64").await.len(), 4);
     assert_eq!(all_pages(&app, &a, "name=a-07").await, vec!["a-07".to_owned()]);
     assert_eq!(all_pages(&app, &admin, "status=ready").await, vec!["c-0".to_owned()]);
-    assert_eq!(all_pages(&app, &admin, "status=ready&status=failed").await, vec!["c-0".to_owned()]);
+    assert_eq!(
+        all_pages(&app, &admin, "status=ready&status=failed").await,
+        vec!["c-0".to_owned()]
+    );
     assert_eq!(all_pages(&app, &admin, "status=pending&limit=100").await.len(), 29);
     // reserved provenance tags are filterable
     assert_eq!(all_pages(&app, &admin, "tag=strata.dev/organization=b").await.len(), 5);
-    assert_eq!(all_pages(&app, &admin, "tag=strata.dev/source=upload&limit=100").await.len(), 30);
-    assert_eq!(all_pages(&app, &admin, "tag=strata.dev/digest").await, vec!["c-0".to_owned()]);
+    assert_eq!(
+        all_pages(&app, &admin, "tag=strata.dev/source=upload&limit=100")
+            .await
+            .len(),
+        30
+    );
+    assert_eq!(
+        all_pages(&app, &admin, "tag=strata.dev/digest").await,
+        vec!["c-0".to_owned()]
+    );
     let items = page(&app, &a, "name=g-0").await;
     assert_eq!(items["items"][0]["id"], g["id"]);
 
     // bad input
     let url = |q: &str| format!("{}/api/v2/regions/local/images?{q}", app.base);
-    for q in ["limit=0", "limit=1001", "limit=x", "sort=size", "status=done", "architecture=mips", "scope=all",
-              "organizationId=a", "pageToken=garbage", "tag==x", "name=UPPER"] {
+    for q in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "sort=size",
+        "status=done",
+        "architecture=mips",
+        "scope=all",
+        "organizationId=a",
+        "pageToken=garbage",
+        "tag==x",
+        "name=UPPER",
+    ] {
         let res = app.req(Method::GET, &url(q), &a).send().await.unwrap();
         expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
     }
     // a token only works with the query it came from
-    let token = page(&app, &a, "limit=2").await["nextPageToken"].as_str().unwrap().to_owned();
-    let res = app.req(Method::GET, &url(&format!("limit=2&sort=createdAt&pageToken={token}")), &a).send().await.unwrap();
+    let token = page(&app, &a, "limit=2").await["nextPageToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .req(
+            Method::GET,
+            &url(&format!("limit=2&sort=createdAt&pageToken={token}")),
+            &a,
+        )
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
-    let res = app.req(Method::GET, &url(&format!("limit=2&tag=env&pageToken={token}")), &a).send().await.unwrap();
+    let res = app
+        .req(Method::GET, &url(&format!("limit=2&tag=env&pageToken={token}")), &a)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
-    let res = app.req(Method::GET, &url(&format!("limit=9&pageToken={token}")), &a).send().await.unwrap();
+    let res = app
+        .req(Method::GET, &url(&format!("limit=9&pageToken={token}")), &a)
+        .send()
+        .await
+        .unwrap();
     expect_status(res, StatusCode::OK).await;
     // auth applies here too
-    expect_error(app.client.get(url("")).send().await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
+    expect_error(
+        app.client.get(url("")).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
     let no_scope = app.token_with(&["a"], "kernels:read", false);
-    expect_error(app.req(Method::GET, &url(""), &no_scope).send().await.unwrap(), StatusCode::FORBIDDEN, "forbidden").await;
-    let res = app.req(Method::GET, &format!("{}/api/v2/regions/elsewhere/images", app.base), &a).send().await.unwrap();
+    expect_error(
+        app.req(Method::GET, &url(""), &no_scope).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let res = app
+        .req(
+            Method::GET,
+            &format!("{}/api/v2/regions/elsewhere/images", app.base),
+            &a,
+        )
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
 
     // pages never repeat items even when new images arrive between pages
@@ -118,7 +221,17 @@ both!(v2_query, |app: TestApp| async move {
     app.create_named("a", &a, "a-00a").await;
     let t = p1["nextPageToken"].as_str().unwrap();
     let p2 = page(&app, &a, &format!("limit=10&scope=owned&pageToken={t}")).await;
-    let n1: BTreeSet<_> = p1["items"].as_array().unwrap().iter().map(|i| i["id"].clone().to_string()).collect();
-    let n2: BTreeSet<_> = p2["items"].as_array().unwrap().iter().map(|i| i["id"].clone().to_string()).collect();
+    let n1: BTreeSet<_> = p1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone().to_string())
+        .collect();
+    let n2: BTreeSet<_> = p2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone().to_string())
+        .collect();
     assert!(n1.is_disjoint(&n2));
 });

@@ -35,7 +35,10 @@ pub async fn upsert(db: &DatabaseConnection, c: NewConsumer<'_>) -> ApiResult<(C
         Err(e) if is_fk_violation(&e) => return Err(DomainError::not_found(ResourceKind::Image, c.image).into()),
         Err(e) if is_unique_violation(&e) => {
             image_consumers::Entity::update_many()
-                .col_expr(image_consumers::Column::Kind, sea_orm::sea_query::Expr::value(c.kind.clone()))
+                .col_expr(
+                    image_consumers::Column::Kind,
+                    sea_orm::sea_query::Expr::value(c.kind.clone()),
+                )
                 .col_expr(
                     image_consumers::Column::Description,
                     sea_orm::sea_query::Expr::value(c.description.clone()),
@@ -64,12 +67,24 @@ fn key(image: ImageId, org: &OrganizationId, id: &ConsumerId) -> sea_orm::Condit
         .add(image_consumers::Column::ConsumerId.eq(id.as_str()))
 }
 
-async fn get(db: &DatabaseConnection, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> ApiResult<Option<ConsumerRow>> {
-    Ok(image_consumers::Entity::find().filter(key(image, org, id)).one(db).await?)
+async fn get(
+    db: &DatabaseConnection,
+    image: ImageId,
+    org: &OrganizationId,
+    id: &ConsumerId,
+) -> ApiResult<Option<ConsumerRow>> {
+    Ok(image_consumers::Entity::find()
+        .filter(key(image, org, id))
+        .one(db)
+        .await?)
 }
 
 /// Consumers of an image; `org` narrows to those one organization registered.
-pub async fn list(db: &DatabaseConnection, image: ImageId, org: Option<&OrganizationId>) -> ApiResult<Vec<ConsumerRow>> {
+pub async fn list(
+    db: &DatabaseConnection,
+    image: ImageId,
+    org: Option<&OrganizationId>,
+) -> ApiResult<Vec<ConsumerRow>> {
     let mut sel = image_consumers::Entity::find().filter(image_consumers::Column::ImageId.eq(image.to_string()));
     if let Some(org) = org {
         sel = sel.filter(image_consumers::Column::OrganizationId.eq(org.as_str()));
@@ -82,6 +97,9 @@ pub async fn list(db: &DatabaseConnection, image: ImageId, org: Option<&Organiza
 }
 
 pub async fn delete(db: &DatabaseConnection, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> ApiResult<bool> {
-    let res = image_consumers::Entity::delete_many().filter(key(image, org, id)).exec(db).await?;
+    let res = image_consumers::Entity::delete_many()
+        .filter(key(image, org, id))
+        .exec(db)
+        .await?;
     Ok(res.rows_affected > 0)
 }

@@ -155,7 +155,10 @@ pub async fn insert(db: &DatabaseConnection, img: &Image) -> ApiResult<()> {
     match images::Entity::insert(to_active(img)).exec(&txn).await {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(DomainError::NameTaken { name: img.name.to_string() }.into());
+            return Err(DomainError::NameTaken {
+                name: img.name.to_string(),
+            }
+            .into());
         }
         Err(e) => return Err(e.into()),
     }
@@ -195,7 +198,10 @@ pub async fn update_metadata(db: &DatabaseConnection, img: &Image, expected_revi
     let res = match res {
         Ok(r) => r,
         Err(e) if is_unique_violation(&e) => {
-            return Err(DomainError::NameTaken { name: img.name.to_string() }.into());
+            return Err(DomainError::NameTaken {
+                name: img.name.to_string(),
+            }
+            .into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -255,7 +261,9 @@ pub async fn mark_ready(
 
 pub enum DeleteOutcome {
     /// Deleted; the blob it pointed to, if any, can now be removed.
-    Deleted { blob: Option<BlobId> },
+    Deleted {
+        blob: Option<BlobId>,
+    },
     Gone,
     Protected,
     InUse(Vec<String>),
@@ -276,7 +284,11 @@ pub async fn delete(db: &DatabaseConnection, img: &Image) -> ApiResult<DeleteOut
         Ok(r) if r.rows_affected == 1 => Ok(DeleteOutcome::Deleted { blob: img.blob }),
         Ok(_) => {
             let still = images::Entity::find_by_id(id).one(db).await?;
-            Ok(if still.is_some() { DeleteOutcome::Protected } else { DeleteOutcome::Gone })
+            Ok(if still.is_some() {
+                DeleteOutcome::Protected
+            } else {
+                DeleteOutcome::Gone
+            })
         }
         Err(e) if is_fk_violation(&e) => Ok(DeleteOutcome::InUse(consumer_names(db, &id).await?)),
         Err(e) => Err(e.into()),
@@ -289,7 +301,10 @@ async fn consumer_names<C: ConnectionTrait>(c: &C, image_id: &str) -> Result<Vec
         .order_by_asc(image_consumers::Column::ConsumerId)
         .all(c)
         .await?;
-    Ok(rows.into_iter().map(|r| format!("{} {}", r.kind, r.consumer_id)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| format!("{} {}", r.kind, r.consumer_id))
+        .collect())
 }
 
 /// Images of one organization (and, with `include_global`, the global ones) in a region, by name.
@@ -358,12 +373,18 @@ pub async fn query(db: &DatabaseConnection, region: &RegionId, q: &ImageQuery) -
             (Cursor::Name { name, id }, _) => Condition::any()
                 .add(C::Name.gt(name))
                 .add(Condition::all().add(C::Name.eq(name)).add(C::Id.gt(id.to_string()))),
-            (Cursor::CreatedAt { at, id }, Sort::CreatedAtDesc) => Condition::any()
-                .add(C::CreatedAt.lt(micros(*at)))
-                .add(Condition::all().add(C::CreatedAt.eq(micros(*at))).add(C::Id.lt(id.to_string()))),
-            (Cursor::CreatedAt { at, id }, _) => Condition::any()
-                .add(C::CreatedAt.gt(micros(*at)))
-                .add(Condition::all().add(C::CreatedAt.eq(micros(*at))).add(C::Id.gt(id.to_string()))),
+            (Cursor::CreatedAt { at, id }, Sort::CreatedAtDesc) => {
+                Condition::any().add(C::CreatedAt.lt(micros(*at))).add(
+                    Condition::all()
+                        .add(C::CreatedAt.eq(micros(*at)))
+                        .add(C::Id.lt(id.to_string())),
+                )
+            }
+            (Cursor::CreatedAt { at, id }, _) => Condition::any().add(C::CreatedAt.gt(micros(*at))).add(
+                Condition::all()
+                    .add(C::CreatedAt.eq(micros(*at)))
+                    .add(C::Id.gt(id.to_string())),
+            ),
         };
         sel = sel.filter(cond);
     }

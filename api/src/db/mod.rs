@@ -10,18 +10,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
-use strata_migrations::MigratorTrait;
 use secrecy::{ExposeSecret, SecretString};
+use strata_migrations::MigratorTrait;
 
 pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow::Result<DatabaseConnection> {
     let raw = url.expose_secret();
     let is_sqlite = raw.starts_with("sqlite:");
-    if is_sqlite {
-        if let Some(path) = raw.strip_prefix("sqlite://").and_then(|p| p.split('?').next()) {
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
+    // SQLite creates the file but not its directory.
+    let sqlite_dir = raw
+        .strip_prefix("sqlite://")
+        .and_then(|p| p.split('?').next())
+        .and_then(|p| std::path::Path::new(p).parent())
+        .filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = sqlite_dir {
+        std::fs::create_dir_all(dir)?;
     }
     let mut opts = ConnectOptions::new(raw.to_owned());
     opts.max_connections(max_connections.unwrap_or(if is_sqlite { 4 } else { 16 }))
@@ -46,7 +48,11 @@ pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow
 fn redact_db_error(e: &DbErr) -> String {
     // sqlx errors do not include the URL, but be defensive about anything that looks like one.
     let s = e.to_string();
-    if s.contains("://") { "connection failed".into() } else { s }
+    if s.contains("://") {
+        "connection failed".into()
+    } else {
+        s
+    }
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {

@@ -35,7 +35,11 @@ async fn put_consumer(
     body: web::Json<ConsumerRequest>,
 ) -> ApiResult<HttpResponse> {
     let (row, created) = service::consumers::register(&st, &access, image.0, &consumer.0, body.into_inner()).await?;
-    let mut res = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    let mut res = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
     Ok(res.json(ConsumerView::from(&row)))
 }
 
@@ -55,7 +59,11 @@ async fn put_consumer(
     security(("bearer" = []))
 )]
 #[get("/images/{imageID}/consumers")]
-async fn list_consumers(st: web::Data<AppState>, access: OrgRegion<ImagesRead>, image: ImageRef) -> ApiResult<HttpResponse> {
+async fn list_consumers(
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesRead>,
+    image: ImageRef,
+) -> ApiResult<HttpResponse> {
     let rows = service::consumers::list(&st, &access, image.0).await?;
     Ok(HttpResponse::Ok().json(rows.iter().map(ConsumerView::from).collect::<Vec<_>>()))
 }

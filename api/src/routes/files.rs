@@ -45,7 +45,11 @@ async fn upload_file(
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         if ct.split(';').next().map(str::trim) != Some(OCTET) {
-            return Err(DomainError::UnsupportedMediaType { got: ct.to_owned(), expected: OCTET }.into());
+            return Err(DomainError::UnsupportedMediaType {
+                got: ct.to_owned(),
+                expected: OCTET,
+            }
+            .into());
         }
     }
     let length = req
@@ -54,7 +58,9 @@ async fn upload_file(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let img = service::images::upload(&st, &access, id.0, length, body.into_stream()).await?;
-    Ok(HttpResponse::Ok().insert_header((header::ETAG, img.etag())).json(ImageView::from(&img)))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, img.etag()))
+        .json(ImageView::from(&img)))
 }
 
 /// Download the image's bytes (single byte ranges supported)
@@ -92,7 +98,12 @@ async fn download_file(
             let len = body.size;
             (HttpResponse::Ok(), image, body, len)
         }
-        Download::Partial { image, body, start, end } => {
+        Download::Partial {
+            image,
+            body,
+            start,
+            end,
+        } => {
             let mut res = HttpResponse::PartialContent();
             res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", body.size)));
             (res, image, body, end - start + 1)

@@ -41,7 +41,10 @@ async fn readyz(st: web::Data<AppState>) -> HttpResponse {
             false
         }
     };
-    checks.insert("database".to_owned(), if db_ok { "ok" } else { "unreachable" }.to_owned());
+    checks.insert(
+        "database".to_owned(),
+        if db_ok { "ok" } else { "unreachable" }.to_owned(),
+    );
     let mut all_ok = db_ok;
     for (id, region) in &st.regions {
         let ok = match region.store.check().await {
@@ -58,5 +61,9 @@ async fn readyz(st: web::Data<AppState>) -> HttpResponse {
         status: if all_ok { "ok" } else { "unavailable" }.into(),
         checks,
     };
-    if all_ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if all_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }

@@ -129,7 +129,10 @@ async fn patch_image(
     body: web::Json<PatchImageRequest>,
 ) -> ApiResult<HttpResponse> {
     let if_match = match req.headers().get(header::IF_MATCH) {
-        Some(v) => Some(v.to_str().map_err(|_| DomainError::invalid("If-Match", "must be ASCII"))?),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| DomainError::invalid("If-Match", "must be ASCII"))?,
+        ),
         None => None,
     };
     let img = service::images::patch(&st, &access, id.0, body.into_inner(), if_match).await?;
@@ -153,7 +156,11 @@ async fn patch_image(
     security(("bearer" = []))
 )]
 #[delete("/images/{imageID}")]
-async fn delete_image(st: web::Data<AppState>, access: OrgRegion<ImagesWrite>, id: ImageRef) -> ApiResult<HttpResponse> {
+async fn delete_image(
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesWrite>,
+    id: ImageRef,
+) -> ApiResult<HttpResponse> {
     service::images::delete(&st, &access, id.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }

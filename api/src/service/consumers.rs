@@ -12,8 +12,17 @@ use crate::tenancy::{ImagesWrite, OrgRegion};
 fn check_kind(kind: &str) -> Result<(), DomainError> {
     let ok = !kind.is_empty()
         && kind.len() <= 63
-        && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err(DomainError::invalid("kind", "must be 1-63 lowercase letters, digits and '-'")) }
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "kind",
+            "must be 1-63 lowercase letters, digits and '-'",
+        ))
+    }
 }
 
 /// Any organization that can see an image may register its own consumers of it (a VM booted
@@ -33,7 +42,17 @@ pub async fn register(
         .transpose()?
         .map(|d| d.as_str().to_owned());
     find_visible(st, access, image).await?;
-    db::consumers::upsert(&st.db, NewConsumer { image, org: &access.org, id, kind: req.kind, description }).await
+    db::consumers::upsert(
+        &st.db,
+        NewConsumer {
+            image,
+            org: &access.org,
+            id,
+            kind: req.kind,
+            description,
+        },
+    )
+    .await
 }
 
 /// The owner (or a platform admin, for global images) sees every consumer; other organizations
@@ -44,7 +63,12 @@ pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, image: ImageId) -> Ap
     db::consumers::list(&st.db, image, (!sees_all).then_some(&access.org)).await
 }
 
-pub async fn unregister(st: &AppState, access: &OrgRegion<ImagesWrite>, image: ImageId, id: &ConsumerId) -> ApiResult<()> {
+pub async fn unregister(
+    st: &AppState,
+    access: &OrgRegion<ImagesWrite>,
+    image: ImageId,
+    id: &ConsumerId,
+) -> ApiResult<()> {
     find_visible(st, access, image).await?;
     if db::consumers::delete(&st.db, image, &access.org, id).await? {
         Ok(())

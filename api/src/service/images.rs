@@ -3,8 +3,8 @@ use futures::Stream;
 use strata_domain::access::Principal;
 use strata_domain::ids::{BlobId, ImageId};
 use strata_domain::image::{
-    Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility,
-    check_if_match, parse_sha256,
+    Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
+    parse_sha256,
 };
 use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
@@ -63,7 +63,10 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
     let (source, expected_sha256) = match req.source {
         SourceSpec::Upload { sha256 } => (
             SourceKind::Upload,
-            sha256.as_deref().map(|s| parse_sha256("source.sha256", s)).transpose()?,
+            sha256
+                .as_deref()
+                .map(|s| parse_sha256("source.sha256", s))
+                .transpose()?,
         ),
     };
     let now = db::now();
@@ -126,7 +129,9 @@ pub async fn patch(
             return Err(DomainError::PreconditionFailed { current: now.revision }.into());
         }
     }
-    Err(ApiError::internal(anyhow::anyhow!("image {id} kept changing during PATCH")))
+    Err(ApiError::internal(anyhow::anyhow!(
+        "image {id} kept changing during PATCH"
+    )))
 }
 
 fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, DomainError> {
@@ -179,13 +184,20 @@ where
         expected_sha256: img.expected_sha256.clone(),
     };
     let store = &access.region.store;
-    let done = ingest(store, id, blob, body, &limits, |_| {}).await.map_err(|e| match e {
-        IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat { detected: r.to_string() }.into(),
-        IngestError::TooLarge { limit } => DomainError::TooLarge { limit }.into(),
-        IngestError::ChecksumMismatch { expected, actual } => DomainError::ChecksumMismatch { expected, actual }.into(),
-        IngestError::Source(e) => DomainError::invalid("body", format!("the upload was interrupted: {e}")).into(),
-        IngestError::Storage(e) => ApiError::from(e),
-    })?;
+    let done = ingest(store, id, blob, body, &limits, |_| {})
+        .await
+        .map_err(|e| match e {
+            IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat {
+                detected: r.to_string(),
+            }
+            .into(),
+            IngestError::TooLarge { limit } => DomainError::TooLarge { limit }.into(),
+            IngestError::ChecksumMismatch { expected, actual } => {
+                DomainError::ChecksumMismatch { expected, actual }.into()
+            }
+            IngestError::Source(e) => DomainError::invalid("body", format!("the upload was interrupted: {e}")).into(),
+            IngestError::Storage(e) => ApiError::from(e),
+        })?;
     if !db::images::mark_ready(&st.db, id, blob, done.size, &done.sha256).await? {
         // Someone else completed or deleted the image while we were copying: drop our copy.
         if let Err(e) = store.delete(id, blob).await {
@@ -193,18 +205,33 @@ where
         }
         let now = find_visible(st, access, id).await?;
         now.require_state(ImageState::Pending)?;
-        return Err(ApiError::internal(anyhow::anyhow!("image {id} left pending after a lost race")));
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "image {id} left pending after a lost race"
+        )));
     }
     tracing::info!(image = %id, size = done.size, "image uploaded");
     find_visible(st, access, id).await
 }
 
 pub enum Download {
-    Full { image: Image, body: BlobRead },
-    Partial { image: Image, body: BlobRead, start: u64, end: u64 },
+    Full {
+        image: Image,
+        body: BlobRead,
+    },
+    Partial {
+        image: Image,
+        body: BlobRead,
+        start: u64,
+        end: u64,
+    },
 }
 
-pub async fn download<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId, range: Option<&str>) -> ApiResult<Download> {
+pub async fn download<S>(
+    st: &AppState,
+    access: &OrgRegion<S>,
+    id: ImageId,
+    range: Option<&str>,
+) -> ApiResult<Download> {
     let img = find_visible(st, access, id).await?;
     img.require_state(ImageState::Ready)?;
     let (Some(blob), Some(size)) = (img.blob, img.size_bytes) else {
@@ -218,7 +245,12 @@ pub async fn download<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId, rang
         }
         RangeRequest::Partial { start, end } => {
             let body = store.open(id, blob, Some((start, end))).await?;
-            Ok(Download::Partial { image: img, body, start, end })
+            Ok(Download::Partial {
+                image: img,
+                body,
+                start,
+                end,
+            })
         }
         RangeRequest::Unsatisfiable => Err(DomainError::RangeNotSatisfiable { size }.into()),
     }

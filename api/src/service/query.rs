@@ -19,7 +19,10 @@ pub struct Page {
 
 /// Parses repeated `key=value` pairs. Unknown parameters are refused so that a typo
 /// (`organizationId`) does not silently widen the result.
-pub fn build(access: &RegionAccess<ImagesRead>, params: &[(String, String)]) -> Result<(ImageQuery, Option<String>), DomainError> {
+pub fn build(
+    access: &RegionAccess<ImagesRead>,
+    params: &[(String, String)],
+) -> Result<(ImageQuery, Option<String>), DomainError> {
     let mut requested = Vec::new();
     let mut owned = false;
     let mut states = Vec::new();
@@ -44,13 +47,21 @@ pub fn build(access: &RegionAccess<ImagesRead>, params: &[(String, String)]) -> 
             "architecture" => architecture = Some(v.parse()?),
             "tag" => tags.push(TagFilter::parse(v)?),
             "sort" => sort = Sort::parse(v)?,
-            "limit" => limit = Some(v.parse::<u32>().map_err(|_| DomainError::invalid("limit", "must be a number"))?),
+            "limit" => {
+                limit = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| DomainError::invalid("limit", "must be a number"))?,
+                )
+            }
             "pageToken" => token = Some(v.clone()),
             other => return Err(DomainError::invalid(other, "unknown query parameter")),
         }
     }
     if requested.len() > MAX_ORG_FILTERS {
-        return Err(DomainError::invalid("organizationID", format!("at most {MAX_ORG_FILTERS} values")));
+        return Err(DomainError::invalid(
+            "organizationID",
+            format!("at most {MAX_ORG_FILTERS} values"),
+        ));
     }
     if tags.len() > MAX_TAG_FILTERS {
         return Err(DomainError::invalid("tag", format!("at most {MAX_TAG_FILTERS} values")));
@@ -95,10 +106,14 @@ pub async fn run(st: &AppState, access: &RegionAccess<ImagesRead>, params: &[(St
     let (items, more) = db::images::query(&st.db, access.region_id(), &q).await?;
     let next_page_token = match (more, items.last()) {
         (true, Some(last)) => Some(q.encode_token(&match q.sort {
-            Sort::Name => strata_domain::query::Cursor::Name { name: last.name.to_string(), id: last.id.as_uuid() },
-            Sort::CreatedAt | Sort::CreatedAtDesc => {
-                strata_domain::query::Cursor::CreatedAt { at: last.created_at, id: last.id.as_uuid() }
-            }
+            Sort::Name => strata_domain::query::Cursor::Name {
+                name: last.name.to_string(),
+                id: last.id.as_uuid(),
+            },
+            Sort::CreatedAt | Sort::CreatedAtDesc => strata_domain::query::Cursor::CreatedAt {
+                at: last.created_at,
+                id: last.id.as_uuid(),
+            },
         })),
         _ => None,
     };
