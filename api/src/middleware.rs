@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::ConnectionType;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
@@ -39,5 +40,25 @@ pub async fn request_id(
             "served"
         );
     });
+    Ok(res)
+}
+
+/// A request refused before its body was read (413 by Content-Length, 422 after the first 64 KiB,
+/// 415, ...) leaves unread bytes on the connection; reusing it would hang or misparse the next
+/// request. Error responses to requests with a body therefore close the connection.
+pub async fn close_after_refused_body(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let mut res = next.call(req).await?;
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
+    }
     Ok(res)
 }

@@ -102,9 +102,17 @@ impl BlobStore {
         }
     }
 
-    /// Is the backend reachable? Lists the root without recursing.
+    /// Where readiness probes write; outside `images/`, so nothing mistakes a probe for data.
+    fn probe_key() -> Path {
+        Path::from(format!("health/probe-{}", uuid::Uuid::new_v4()))
+    }
+
+    /// Is the backend usable? Writes and deletes a tiny probe object: listing alone succeeds on a
+    /// missing or unwritable local root and on a read-only bucket.
     pub async fn check(&self) -> Result<(), StorageError> {
-        self.inner.list_with_delimiter(None).await?;
+        let key = Self::probe_key();
+        self.inner.put(&key, Bytes::from_static(b"ok").into()).await?;
+        self.inner.delete(&key).await?;
         Ok(())
     }
 

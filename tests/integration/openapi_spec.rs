@@ -93,3 +93,18 @@ both!(spec_and_docs_are_served, |app: TestApp| async move {
     let body = expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     assert_eq!(body["requestId"], rid);
 });
+
+both!(readyz_reports_unreachable_storage, |app: TestApp| async move {
+    // the region's storage root turns into a plain file: listing it fails
+    let root = app.blobs_dir();
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::write(&root, b"not a directory").unwrap();
+    let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let body = expect_status(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["region:local"], "unreachable");
+    // liveness is unaffected
+    let h = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    expect_status(h, StatusCode::OK).await;
+});
