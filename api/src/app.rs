@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use actix_web::dev::ResourceDef;
 use actix_web::dev::Server;
 use actix_web::error::JsonPayloadError;
 use actix_web::middleware::from_fn;
@@ -39,6 +40,7 @@ impl Application {
             verifier,
             limits: cfg.limits.clone(),
         });
+        let known = web::Data::new(KnownRoutes::from_spec(&crate::openapi::document()));
         let listener = TcpListener::bind(cfg.server.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr()?;
@@ -47,6 +49,7 @@ impl Application {
                 .wrap(from_fn(middleware::close_after_refused_body))
                 .wrap(from_fn(middleware::request_id))
                 .app_data(state.clone())
+                .app_data(known.clone())
                 .app_data(json_config())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request("query", e)))
                 .app_data(web::PathConfig::default().error_handler(|e, _| bad_request("path", e)))
@@ -104,6 +107,43 @@ fn json_config() -> web::JsonConfig {
     })
 }
 
-async fn unknown_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(DomainError::not_found(ResourceKind::Route, req.path()).into())
+/// Every documented path and its methods, taken from the OpenAPI document, so a request to a known
+/// path with another method gets 405 and an `Allow` header instead of 404.
+struct KnownRoutes(Vec<(ResourceDef, Vec<String>)>);
+
+impl KnownRoutes {
+    fn from_spec(api: &utoipa::openapi::OpenApi) -> Self {
+        let routes = api
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let mut methods: Vec<String> = Vec::new();
+                let ops = [
+                    ("GET", &item.get),
+                    ("PUT", &item.put),
+                    ("POST", &item.post),
+                    ("PATCH", &item.patch),
+                    ("DELETE", &item.delete),
+                ];
+                for (name, op) in ops {
+                    if op.is_some() {
+                        methods.push(name.to_owned());
+                    }
+                }
+                (ResourceDef::new(path.as_str()), methods)
+            })
+            .collect();
+        Self(routes)
+    }
+}
+
+async fn unknown_route(req: HttpRequest, known: web::Data<KnownRoutes>) -> Result<actix_web::HttpResponse, ApiError> {
+    match known.0.iter().find(|(def, _)| def.is_match(req.path())) {
+        Some((_, methods)) => Err(DomainError::MethodNotAllowed {
+            allowed: methods.clone(),
+        }
+        .into()),
+        None => Err(DomainError::not_found(ResourceKind::Route, req.path()).into()),
+    }
 }

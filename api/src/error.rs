@@ -71,6 +71,7 @@ fn status_of(e: &DomainError) -> StatusCode {
         D::UnsupportedDiskFormat { .. } | D::ChecksumMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         D::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         D::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        D::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         D::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
     }
 }
@@ -102,6 +103,9 @@ impl ResponseError for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"strata\""),
                 ));
+            }
+            ApiError::Domain(DomainError::MethodNotAllowed { allowed }) => {
+                res.insert_header((header::ALLOW, allowed.join(", ")));
             }
             ApiError::Domain(DomainError::RangeNotSatisfiable { size }) => {
                 res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));

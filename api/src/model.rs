@@ -113,7 +113,9 @@ pub enum SourceSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateImageRequest {
     /// 1-63 lowercase letters, digits, `.`, `_`, `-`; starts and ends alphanumeric.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
     pub name: String,
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     /// Default `x86_64`.
     pub architecture: Option<Architecture>,
@@ -137,7 +139,7 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result
 pub struct PatchImageRequest {
     /// Cannot be null.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -156,7 +158,9 @@ pub struct PatchImageRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsumerRequest {
     /// What uses the image, e.g. `vm`: 1-63 lowercase letters, digits and `-`.
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub kind: String,
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
 }
 
@@ -206,6 +210,7 @@ pub struct Health {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// `owned`: only the organization's own images; `available` (default): plus global images.
+    #[param(pattern = "^(available|owned)$")]
     pub scope: Option<String>,
 }
 
@@ -215,8 +220,10 @@ pub struct ListParams {
 #[allow(non_snake_case, dead_code)]
 pub struct OrgRegionPath {
     /// Organization the call acts for; must be in the token's `org_ids`.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     organizationID: String,
     /// Region id.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     regionID: String,
 }
 
@@ -225,8 +232,10 @@ pub struct OrgRegionPath {
 #[allow(non_snake_case, dead_code)]
 pub struct ImagePath {
     /// Organization the call acts for; must be in the token's `org_ids`.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     organizationID: String,
     /// Region id.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     regionID: String,
     /// Image id (UUID).
     imageID: uuid::Uuid,
@@ -237,12 +246,15 @@ pub struct ImagePath {
 #[allow(non_snake_case, dead_code)]
 pub struct ConsumerPath {
     /// Organization the call acts for; must be in the token's `org_ids`.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     organizationID: String,
     /// Region id.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     regionID: String,
     /// Image id (UUID).
     imageID: uuid::Uuid,
     /// The consumer's id in the system that registers it (e.g. a VM id): 1-128 of `A-Za-z0-9._:-`.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     consumerID: String,
 }
 
@@ -251,6 +263,7 @@ pub struct ConsumerPath {
 #[allow(non_snake_case, dead_code)]
 pub struct RegionPath {
     /// Region id.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     regionID: String,
 }
 
@@ -262,19 +275,25 @@ pub struct RegionPath {
 pub struct QueryParamsDoc {
     /// Repeatable. Organizations to include; ones the caller may not read are dropped silently.
     /// Default: every organization the caller may read.
+    #[param(max_items = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     organizationID: Option<Vec<String>>,
     /// `available` (default; includes global images) or `owned`.
+    #[param(pattern = "^(available|owned)$")]
     scope: Option<String>,
     /// Repeatable: `pending`, `importing`, `ready`, `failed`.
     status: Option<Vec<ImageState>>,
     /// Exact image name.
+    #[param(pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
     name: Option<String>,
     architecture: Option<Architecture>,
     /// Repeatable: `key=value` (exact value) or `key` (any value); reserved `strata.dev/` tags too.
+    #[param(max_items = 16, pattern = r"^[A-Za-z0-9._/-]{1,63}(=[^\x00-\x1f\x7f]{0,255})?$")]
     tag: Option<Vec<String>>,
     /// `name` (default), `createdAt` or `-createdAt`; ties are broken by id.
+    #[param(pattern = "^(name|createdAt|-createdAt)$")]
     sort: Option<String>,
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `nextPageToken` of the previous page, with the same other parameters.
     pageToken: Option<String>,

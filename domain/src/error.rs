@@ -55,6 +55,8 @@ pub enum DomainError {
     TooLarge { limit: u64 },
     #[error("range not satisfiable for a resource of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    #[error("method not allowed here; use one of: {}", allowed.join(", "))]
+    MethodNotAllowed { allowed: Vec<String> },
     #[error("unsupported media type {got:?}; send {expected}")]
     UnsupportedMediaType { got: String, expected: &'static str },
 }
@@ -91,6 +93,7 @@ impl DomainError {
             DomainError::ChecksumMismatch { .. } => "checksum-mismatch",
             DomainError::TooLarge { .. } => "too-large",
             DomainError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            DomainError::MethodNotAllowed { .. } => "method-not-allowed",
             DomainError::UnsupportedMediaType { .. } => "unsupported-media-type",
         }
     }
