@@ -1,6 +1,7 @@
 //! `Application::build` wires config into a bound, ready-to-run server; tests bind port 0.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ResourceDef;
@@ -9,6 +10,7 @@ use actix_web::error::JsonPayloadError;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpServer, web};
 use strata_domain::{DomainError, ResourceKind};
+use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -17,6 +19,7 @@ use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::{ApiError, bad_request};
 use crate::openapi::ApiDoc;
+use crate::service::imports::Importer;
 use crate::state::{AppState, build_regions};
 use crate::{db, middleware, routes};
 
@@ -26,6 +29,8 @@ const JSON_LIMIT: usize = 64 * 1024;
 pub struct Application {
     server: Server,
     addr: SocketAddr,
+    importer: Arc<Importer>,
+    stop_workers: watch::Sender<bool>,
 }
 
 impl Application {
@@ -34,11 +39,20 @@ impl Application {
         db::migrate(&db).await?;
         let regions = build_regions(&cfg)?;
         let verifier = Verifier::from_config(&cfg)?;
+        let (stop_workers, stop_rx) = watch::channel(false);
+        let importer = Arc::new(Importer::new(
+            db.clone(),
+            regions.clone(),
+            cfg.imports.clone(),
+            cfg.limits.max_image_bytes,
+            stop_rx,
+        )?);
         let state = web::Data::new(AppState {
             db,
             regions,
             verifier,
             limits: cfg.limits.clone(),
+            importer: importer.clone(),
         });
         let known = web::Data::new(KnownRoutes::from_spec(&crate::openapi::document()));
         let listener = TcpListener::bind(cfg.server.listen)
@@ -66,7 +80,12 @@ impl Application {
             server = server.workers(w.max(1));
         }
         let server = server.listen(listener)?.run();
-        Ok(Self { server, addr })
+        Ok(Self {
+            server,
+            addr,
+            importer,
+            stop_workers,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -82,9 +101,15 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until a shutdown signal (SIGTERM/SIGINT) or [`Self::handle`]`.stop()`.
+    /// Serves until a shutdown signal (SIGTERM/SIGINT) or [`Self::handle`]`.stop()`: the HTTP
+    /// server stops accepting and lets running requests finish, then import workers hand their
+    /// jobs back (leases released) so another process can continue at once.
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let workers = tokio::spawn(self.importer.clone().run());
+        let served = self.server.await;
+        let _ = self.stop_workers.send(true);
+        let _ = workers.await;
+        served
     }
 }
 

@@ -18,6 +18,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub imports: ImportsConfig,
     /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
     pub regions: Vec<RegionConfig>,
 }
@@ -79,6 +80,50 @@ pub struct LimitsConfig {
     pub max_image_bytes: u64,
 }
 
+/// URL imports: where the server may fetch from, and how import jobs run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportsConfig {
+    /// Ports a URL may name (unless its host is in `allow_hosts`).
+    pub allowed_ports: Vec<u16>,
+    /// Hosts, addresses or CIDR networks never fetched from.
+    pub deny_hosts: Vec<String>,
+    /// Hosts, addresses or CIDR networks exempt from the address and port checks.
+    pub allow_hosts: Vec<String>,
+    pub connect_timeout_secs: u64,
+    pub peek_timeout_secs: u64,
+    /// Longest silence while copying.
+    pub idle_timeout_secs: u64,
+    /// Longest a whole copy may take.
+    pub total_timeout_secs: u64,
+    /// Attempts before an import is `failed`.
+    pub max_attempts: u32,
+    /// How long a claimed job stays with a process that stops renewing it.
+    pub lease_secs: u64,
+    /// How often idle workers look for jobs to take over.
+    pub poll_interval_ms: u64,
+    /// Imports one process runs at once.
+    pub workers: usize,
+}
+
+impl Default for ImportsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_ports: vec![80, 443],
+            deny_hosts: Vec::new(),
+            allow_hosts: Vec::new(),
+            connect_timeout_secs: 10,
+            peek_timeout_secs: 15,
+            idle_timeout_secs: 60,
+            total_timeout_secs: 6 * 3600,
+            max_attempts: 3,
+            lease_secs: 30,
+            poll_interval_ms: 1000,
+            workers: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
@@ -111,6 +156,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            imports: ImportsConfig::default(),
             regions: Vec::new(),
         }
     }

@@ -68,7 +68,10 @@ fn status_of(e: &DomainError) -> StatusCode {
         D::InvalidInput { .. } | D::ReservedTag { .. } => StatusCode::BAD_REQUEST,
         D::NameTaken { .. } | D::InvalidState { .. } | D::ImageProtected | D::InUse { .. } => StatusCode::CONFLICT,
         D::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-        D::UnsupportedDiskFormat { .. } | D::ChecksumMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        D::UnsupportedDiskFormat { .. }
+        | D::ChecksumMismatch { .. }
+        | D::UrlNotAllowed { .. }
+        | D::FetchFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         D::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         D::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         D::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -107,6 +107,15 @@ pub enum SourceSpec {
         /// Expected hex sha256 of the upload; a mismatch is refused with `checksum-mismatch`.
         sha256: Option<String>,
     },
+    /// The server fetches a raw disk from this URL in the background (state `importing`).
+    Url {
+        /// `http` or `https`; must resolve to public addresses. Credentials in it are used for the
+        /// fetch only: never stored, logged or shown.
+        #[schema(max_length = 2048)]
+        url: String,
+        /// Expected hex sha256; a mismatch fails the import with `checksum-mismatch`.
+        sha256: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -22,6 +22,7 @@ pub struct AppState {
     pub regions: BTreeMap<RegionId, Arc<Region>>,
     pub verifier: Verifier,
     pub limits: LimitsConfig,
+    pub importer: Arc<crate::service::imports::Importer>,
 }
 
 pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {

@@ -81,7 +81,8 @@ pub fn inspect(head: &[u8]) -> Result<PartitionTable, Rejected> {
         return Err(Rejected::FatBootSector);
     }
     let table = check_partitions(mbr)?;
-    if table == PartitionTable::Gpt && !has_gpt_header(head) {
+    // A 512-byte peek cannot see LBA 1; the full inspection of the first 64 KiB does.
+    if table == PartitionTable::Gpt && head.len() > SECTOR && !has_gpt_header(head) {
         return Err(Rejected::GptHeaderMissing);
     }
     Ok(table)
@@ -340,6 +341,11 @@ mod tests {
         let mut d = raw_mbr(4096);
         set_entry(&mut d, 0, 0, 0xEE, 1, 100);
         assert_eq!(inspect(&d), Err(Rejected::GptHeaderMissing));
+        assert_eq!(
+            inspect(&d[..512]),
+            Ok(PartitionTable::Gpt),
+            "a 512-byte peek cannot check LBA 1 yet"
+        );
         assert_eq!(inspect(&vec![0u8; 4096]), Err(Rejected::NoBootSignature));
     }
 }

@@ -49,6 +49,10 @@ pub enum DomainError {
         "unsupported disk format: {detected}; only raw disk images with an MBR or GPT partition table are accepted"
     )]
     UnsupportedDiskFormat { detected: String },
+    #[error("URL not allowed: {reason}")]
+    UrlNotAllowed { reason: String },
+    #[error("fetching the source failed: {reason}")]
+    FetchFailed { reason: String },
     #[error("checksum mismatch: expected sha256 {expected}, received {actual}")]
     ChecksumMismatch { expected: String, actual: String },
     #[error("content exceeds the limit of {limit} bytes")]
@@ -90,6 +94,8 @@ impl DomainError {
             DomainError::InUse { .. } => "image-in-use",
             DomainError::PreconditionFailed { .. } => "precondition-failed",
             DomainError::UnsupportedDiskFormat { .. } => "unsupported-disk-format",
+            DomainError::UrlNotAllowed { .. } => "url-not-allowed",
+            DomainError::FetchFailed { .. } => "fetch-failed",
             DomainError::ChecksumMismatch { .. } => "checksum-mismatch",
             DomainError::TooLarge { .. } => "too-large",
             DomainError::RangeNotSatisfiable { .. } => "range-not-satisfiable",

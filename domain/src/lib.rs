@@ -7,6 +7,7 @@ pub mod error;
 pub mod ids;
 pub mod image;
 pub mod name;
+pub mod netpolicy;
 pub mod query;
 pub mod range;
 pub mod tags;

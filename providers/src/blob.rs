@@ -38,6 +38,9 @@ pub struct BlobStore {
     chunk_size: usize,
     /// Parts in flight at once per write.
     max_concurrency: usize,
+    /// Set for local disk, where an interrupted multipart write leaves `<key>#<n>` staging files
+    /// that object_store does not list.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -61,7 +64,9 @@ impl BlobStore {
         std::fs::create_dir_all(root)
             .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
         let fs = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
-        Ok(Self::new(Arc::new(fs), 1 << 20, 2))
+        let mut store = Self::new(Arc::new(fs), 1 << 20, 2);
+        store.local_root = Some(root.to_path_buf());
+        Ok(store)
     }
 
     pub fn new(inner: Arc<dyn ObjectStore>, chunk_size: usize, max_concurrency: usize) -> Self {
@@ -69,6 +74,7 @@ impl BlobStore {
             inner,
             chunk_size,
             max_concurrency: max_concurrency.max(1),
+            local_root: None,
         }
     }
 
@@ -105,6 +111,31 @@ impl BlobStore {
     /// Where readiness probes write; outside `images/`, so nothing mistakes a probe for data.
     fn probe_key() -> Path {
         Path::from(format!("health/probe-{}", uuid::Uuid::new_v4()))
+    }
+
+    /// Removes whatever an earlier, interrupted write of this blob left: the object if it was
+    /// completed, and on local disk the staging files of an unfinished multipart write. Used when
+    /// a job is taken over from a process that died.
+    pub async fn discard(&self, image: ImageId, blob: BlobId) -> Result<(), StorageError> {
+        self.delete(image, blob).await?;
+        if let Some(root) = &self.local_root {
+            let dir = root.join("images").join(image.to_string());
+            let prefix = format!("{blob}#");
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(StorageError::Config(format!("cannot list {}: {e}", dir.display()))),
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| StorageError::Config(format!("cannot remove staging file: {e}")))?;
+                }
+            }
+            // like object_store's automatic cleanup: no empty directories left behind
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Ok(())
     }
 
     /// Is the backend usable? Writes and deletes a tiny probe object: listing alone succeeds on a

@@ -2,7 +2,9 @@
 //! Later: the hardened HTTP fetcher, OCI pulls, archive readers.
 
 pub mod blob;
+pub mod fetch;
 pub mod ingest;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, StorageError};
+pub use fetch::{Download, FetchError, FetchPolicy, Fetcher, Source};
 pub use ingest::{IngestError, IngestLimits, Ingested, ingest};

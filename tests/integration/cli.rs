@@ -10,9 +10,9 @@ use crate::harness::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -23,7 +23,7 @@ impl Drop for Server {
 }
 
 /// Starts `strata serve ARGS` and waits for its "listening on" line.
-fn serve(args: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) fn serve(args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null());
     for (k, v) in env {
@@ -42,7 +42,7 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Server {
     Server { child, base }
 }
 
-fn strata(args: &[&str]) -> String {
+pub(crate) fn strata(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
         out.status.success(),

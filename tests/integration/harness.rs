@@ -75,8 +75,9 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub cfg: Config,
-    pub _dir: tempfile::TempDir,
+    pub _dir: std::sync::Arc<tempfile::TempDir>,
     handle: actix_web::dev::ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 pub async fn base_config(backend: Backend, dir: &Path) -> Config {
@@ -97,17 +98,30 @@ pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Config)) -
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = base_config(backend, dir.path()).await;
     customize(&mut cfg);
-    let app = Application::build(cfg.clone()).await.expect("application starts");
-    let base = format!("http://{}", app.addr());
-    let handle = app.handle();
-    tokio::spawn(app.run());
+    let (base, handle, task) = start(cfg.clone()).await;
     TestApp {
         base,
         client: Client::new(),
         cfg,
-        _dir: dir,
+        _dir: std::sync::Arc::new(dir),
         handle,
+        task: Some(task),
     }
+}
+
+/// Starts one more instance of the application on `cfg` (e.g. a second replica on the same
+/// database and data directory).
+pub async fn start(
+    cfg: Config,
+) -> (
+    String,
+    actix_web::dev::ServerHandle,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let app = Application::build(cfg).await.expect("application starts");
+    let base = format!("http://{}", app.addr());
+    let handle = app.handle();
+    (base, handle, tokio::spawn(app.run()))
 }
 
 pub async fn run<F, Fut>(backend: Backend, customize: impl FnOnce(&mut Config), body: F)
@@ -124,6 +138,27 @@ where
 pub const ALL_SCOPES: &str = "images:read images:write kernels:read kernels:write";
 
 impl TestApp {
+    /// Graceful stop, as on SIGTERM: waits until background workers have handed their jobs back.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Another instance on `cfg` sharing this one's data directory (a second replica, or a restart).
+    pub async fn sibling(&self, cfg: Config) -> TestApp {
+        let (base, handle, task) = start(cfg.clone()).await;
+        TestApp {
+            base,
+            client: Client::new(),
+            cfg,
+            _dir: self._dir.clone(),
+            handle,
+            task: Some(task),
+        }
+    }
+
     pub fn token(&self, orgs: &[&str]) -> String {
         self.token_with(orgs, ALL_SCOPES, false)
     }

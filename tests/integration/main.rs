@@ -9,5 +9,7 @@ mod cli;
 mod consumers;
 mod files;
 mod images;
+mod imports;
 mod openapi_spec;
 mod query;
+mod upstream;

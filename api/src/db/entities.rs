@@ -88,3 +88,30 @@ pub mod image_consumers {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod import_jobs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "import_jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub image_id: String,
+        pub region_id: String,
+        pub url: String,
+        pub has_credentials: bool,
+        pub attempt: i32,
+        pub max_attempts: i32,
+        pub lease_owner: Option<String>,
+        pub lease_expires_at: i64,
+        pub blob_id: Option<String>,
+        pub last_error: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

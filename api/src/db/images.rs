@@ -152,7 +152,14 @@ async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> ApiResu
 /// Inserts a new image. The unique indexes decide name conflicts, across replicas.
 pub async fn insert(db: &DatabaseConnection, img: &Image) -> ApiResult<()> {
     let txn = db.begin().await?;
-    match images::Entity::insert(to_active(img)).exec(&txn).await {
+    insert_in(&txn, img).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// [`insert`] inside the caller's transaction.
+pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> ApiResult<()> {
+    match images::Entity::insert(to_active(img)).exec(c).await {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
             return Err(DomainError::NameTaken {
@@ -162,8 +169,7 @@ pub async fn insert(db: &DatabaseConnection, img: &Image) -> ApiResult<()> {
         }
         Err(e) => return Err(e.into()),
     }
-    write_tags(&txn, img).await?;
-    txn.commit().await?;
+    write_tags(c, img).await?;
     Ok(())
 }
 
@@ -223,6 +229,22 @@ pub async fn mark_ready(
     sha256: &str,
 ) -> ApiResult<bool> {
     let txn = db.begin().await?;
+    if !mark_ready_in(&txn, id, ImageState::Pending, blob, size, sha256).await? {
+        return Ok(false);
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// `from` -> `ready` inside the caller's transaction; false when the image is not in `from`.
+pub async fn mark_ready_in<C: ConnectionTrait>(
+    txn: &C,
+    id: ImageId,
+    from: ImageState,
+    blob: BlobId,
+    size: u64,
+    sha256: &str,
+) -> ApiResult<bool> {
     let digest = format!("sha256:{sha256}");
     let res = images::Entity::update_many()
         .col_expr(images::Column::State, Expr::value(ImageState::Ready.to_string()))
@@ -236,8 +258,8 @@ pub async fn mark_ready(
         .col_expr(images::Column::UpdatedAt, Expr::value(micros(now())))
         .col_expr(images::Column::Revision, Expr::col(images::Column::Revision).add(1))
         .filter(images::Column::Id.eq(id.to_string()))
-        .filter(images::Column::State.eq(ImageState::Pending.to_string()))
-        .exec(&txn)
+        .filter(images::Column::State.eq(from.to_string()))
+        .exec(txn)
         .await?;
     if res.rows_affected == 0 {
         return Ok(false);
@@ -245,7 +267,7 @@ pub async fn mark_ready(
     image_tags::Entity::delete_many()
         .filter(image_tags::Column::ImageId.eq(id.to_string()))
         .filter(image_tags::Column::Key.eq(reserved::DIGEST))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     image_tags::Entity::insert(image_tags::ActiveModel {
         image_id: Set(id.to_string()),
@@ -253,9 +275,8 @@ pub async fn mark_ready(
         value: Set(digest),
         reserved: Set(true),
     })
-    .exec(&txn)
+    .exec(txn)
     .await?;
-    txn.commit().await?;
     Ok(true)
 }
 

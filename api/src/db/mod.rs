@@ -5,6 +5,7 @@
 pub mod consumers;
 pub mod entities;
 pub mod images;
+pub mod jobs;
 
 use std::time::Duration;
 

@@ -61,6 +61,7 @@ async fn list_images(
         (status = 409, description = "`name-taken`: an image of that name exists in this organization (or among global images) in this region", body = crate::error::ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/json`", body = crate::error::ErrorBody),
+        (status = 422, description = "URL imports, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first 512 bytes), `unsupported-disk-format` (the first 512 bytes are not a raw disk)", body = crate::error::ErrorBody),
         (status = 500, response = Internal),
     ),
     security(("bearer" = []))

@@ -47,9 +47,21 @@ pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> 
 }
 
 pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateImageRequest) -> ApiResult<Image> {
-    let img = new_image(access, &access.principal, req)?;
-    db::images::insert(&st.db, &img).await?;
-    tracing::info!(image = %img.id, name = %img.name, "image created");
+    let url = match &req.source {
+        SourceSpec::Url { url, .. } => Some(url.clone()),
+        SourceSpec::Upload { .. } => None,
+    };
+    // Everything that needs no network is checked first.
+    let mut img = new_image(access, &access.principal, req)?;
+    match url {
+        None => db::images::insert(&st.db, &img).await?,
+        Some(raw) => {
+            let src = st.importer.check(&raw).await?;
+            img.provenance.reference = Some(src.redacted().to_owned());
+            st.importer.start(&img, src).await?;
+        }
+    }
+    tracing::info!(image = %img.id, name = %img.name, source = %img.provenance.source, "image created");
     Ok(img)
 }
 
@@ -60,15 +72,14 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
             reason: "only platform admins create global images".into(),
         });
     }
-    let (source, expected_sha256) = match req.source {
-        SourceSpec::Upload { sha256 } => (
-            SourceKind::Upload,
-            sha256
-                .as_deref()
-                .map(|s| parse_sha256("source.sha256", s))
-                .transpose()?,
-        ),
+    let (source, sha256, state) = match req.source {
+        SourceSpec::Upload { sha256 } => (SourceKind::Upload, sha256, ImageState::Pending),
+        SourceSpec::Url { sha256, .. } => (SourceKind::Url, sha256, ImageState::Importing),
     };
+    let expected_sha256 = sha256
+        .as_deref()
+        .map(|s| parse_sha256("source.sha256", s))
+        .transpose()?;
     let now = db::now();
     Ok(Image {
         id: ImageId::new(),
@@ -91,7 +102,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
             imported_at: now,
         },
         status: Status {
-            state: ImageState::Pending,
+            state,
             reason: None,
             bytes_done: 0,
             bytes_total: None,

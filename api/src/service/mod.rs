@@ -3,4 +3,5 @@
 
 pub mod consumers;
 pub mod images;
+pub mod imports;
 pub mod query;
