@@ -44,6 +44,7 @@ impl Application {
             db.clone(),
             regions.clone(),
             cfg.imports.clone(),
+            cfg.quotas.clone(),
             cfg.limits.max_image_bytes,
             stop_rx,
         )?);
@@ -52,6 +53,7 @@ impl Application {
             regions,
             verifier,
             limits: cfg.limits.clone(),
+            quotas: cfg.quotas.clone(),
             importer: importer.clone(),
         });
         let known = web::Data::new(KnownRoutes::from_spec(&crate::openapi::document()));

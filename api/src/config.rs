@@ -19,6 +19,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub imports: ImportsConfig,
+    pub quotas: QuotaConfig,
     /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
     pub regions: Vec<RegionConfig>,
 }
@@ -78,6 +79,55 @@ pub struct KeyConfig {
 pub struct LimitsConfig {
     /// Largest image accepted, in bytes.
     pub max_image_bytes: u64,
+}
+
+/// Per-organization limits in each region, with per-organization overrides. Global images
+/// (owned by no organization) are not counted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub max_images: u64,
+    pub max_bytes: u64,
+    pub max_concurrent_imports: u64,
+    pub organizations: std::collections::BTreeMap<String, QuotaOverride>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverride {
+    pub max_images: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub max_concurrent_imports: Option<u64>,
+}
+
+/// The limits that apply to one organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub images: u64,
+    pub bytes: u64,
+    pub concurrent_imports: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            max_images: 10_000,
+            max_bytes: 10 << 40,
+            max_concurrent_imports: 4,
+            organizations: Default::default(),
+        }
+    }
+}
+
+impl QuotaConfig {
+    pub fn limits_for(&self, org: &str) -> Limits {
+        let o = self.organizations.get(org).cloned().unwrap_or_default();
+        Limits {
+            images: o.max_images.unwrap_or(self.max_images),
+            bytes: o.max_bytes.unwrap_or(self.max_bytes),
+            concurrent_imports: o.max_concurrent_imports.unwrap_or(self.max_concurrent_imports),
+        }
+    }
 }
 
 /// URL imports: where the server may fetch from, and how import jobs run.
@@ -157,6 +207,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             imports: ImportsConfig::default(),
+            quotas: QuotaConfig::default(),
             regions: Vec::new(),
         }
     }

@@ -66,7 +66,11 @@ fn status_of(e: &DomainError) -> StatusCode {
         D::Forbidden { .. } => StatusCode::FORBIDDEN,
         D::NotFound { .. } => StatusCode::NOT_FOUND,
         D::InvalidInput { .. } | D::ReservedTag { .. } => StatusCode::BAD_REQUEST,
-        D::NameTaken { .. } | D::InvalidState { .. } | D::ImageProtected | D::InUse { .. } => StatusCode::CONFLICT,
+        D::NameTaken { .. }
+        | D::InvalidState { .. }
+        | D::ImageProtected
+        | D::InUse { .. }
+        | D::QuotaExceeded { .. } => StatusCode::CONFLICT,
         D::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         D::UnsupportedDiskFormat { .. }
         | D::ChecksumMismatch { .. }

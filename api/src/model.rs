@@ -207,6 +207,25 @@ pub struct ImagePage {
     pub next_page_token: Option<String>,
 }
 
+/// Use of one quota.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Quota {
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// The organization's usage in the region against each limit.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    /// Images of the organization in the region, whatever their state.
+    pub images: Quota,
+    /// Bytes of the organization's `ready` images in the region.
+    pub bytes: Quota,
+    /// URL imports running now.
+    pub concurrent_imports: Quota,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// `ok` or `unavailable`.

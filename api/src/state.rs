@@ -22,6 +22,7 @@ pub struct AppState {
     pub regions: BTreeMap<RegionId, Arc<Region>>,
     pub verifier: Verifier,
     pub limits: LimitsConfig,
+    pub quotas: crate::config::QuotaConfig,
     pub importer: Arc<crate::service::imports::Importer>,
 }
 

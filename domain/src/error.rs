@@ -39,6 +39,8 @@ pub enum DomainError {
     NameTaken { name: String },
     #[error("image is {actual}; this operation needs it to be {expected}")]
     InvalidState { actual: String, expected: String },
+    #[error("quota exceeded: {detail}")]
+    QuotaExceeded { detail: String },
     #[error("image is protected; set protected to false before deleting it")]
     ImageProtected,
     #[error("image is in use by {}: unregister them before deleting it", consumers.join(", "))]
@@ -90,6 +92,7 @@ impl DomainError {
             DomainError::ReservedTag { .. } => "reserved-tag",
             DomainError::NameTaken { .. } => "name-taken",
             DomainError::InvalidState { .. } => "invalid-state",
+            DomainError::QuotaExceeded { .. } => "quota-exceeded",
             DomainError::ImageProtected => "image-protected",
             DomainError::InUse { .. } => "image-in-use",
             DomainError::PreconditionFailed { .. } => "precondition-failed",

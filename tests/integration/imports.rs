@@ -12,7 +12,7 @@ use crate::harness::*;
 use crate::upstream::{Behaviour, Upstream};
 
 /// Tests fetch from 127.0.0.1, which the default policy refuses; short leases and timeouts.
-pub fn import_cfg(cfg: &mut strata_api::Config) {
+pub(crate) fn import_cfg(cfg: &mut strata_api::Config) {
     cfg.imports.allow_hosts = vec!["127.0.0.1".into()];
     cfg.imports.lease_secs = 2;
     cfg.imports.poll_interval_ms = 100;

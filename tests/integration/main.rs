@@ -12,4 +12,5 @@ mod images;
 mod imports;
 mod openapi_spec;
 mod query;
+mod quotas;
 mod upstream;

@@ -15,7 +15,9 @@ use strata_domain::query::{Cursor, ImageQuery, OrgFilter, Sort};
 use strata_domain::tags::UserTags;
 
 use super::entities::{image_consumers, image_tags, images};
-use super::{from_micros, is_fk_violation, is_unique_violation, micros, now};
+use super::usage;
+use super::{from_micros, is_fk_violation, is_unique_violation, micros, nonneg, now};
+use crate::config::Limits;
 use crate::error::{ApiError, ApiResult};
 
 fn to_active(img: &Image) -> images::ActiveModel {
@@ -50,10 +52,6 @@ fn to_active(img: &Image) -> images::ActiveModel {
         updated_at: Set(micros(img.updated_at)),
         revision: Set(img.revision),
     }
-}
-
-fn nonneg(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Result<Image> {
@@ -150,11 +148,25 @@ async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> ApiResu
 }
 
 /// Inserts a new image. The unique indexes decide name conflicts, across replicas.
-pub async fn insert(db: &DatabaseConnection, img: &Image) -> ApiResult<()> {
+pub async fn insert(db: &DatabaseConnection, img: &Image, limits: Option<Limits>) -> ApiResult<()> {
     let txn = db.begin().await?;
+    reserve_in(&txn, img, false, limits).await?;
     insert_in(&txn, img).await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// Counts a new organization image against its quota (global images are not counted).
+pub async fn reserve_in<C: ConnectionTrait>(
+    c: &C,
+    img: &Image,
+    importing: bool,
+    limits: Option<Limits>,
+) -> ApiResult<()> {
+    match (&img.organization_id, limits) {
+        (Some(org), Some(l)) => usage::reserve_image(c, org.as_str(), img.region_id.as_str(), importing, l).await,
+        _ => Ok(()),
+    }
 }
 
 /// [`insert`] inside the caller's transaction.
@@ -223,17 +235,33 @@ pub async fn update_metadata(db: &DatabaseConnection, img: &Image, expected_revi
 /// conditional on the state, so a concurrent upload of the same image finds it already ready.
 pub async fn mark_ready(
     db: &DatabaseConnection,
-    id: ImageId,
+    img: &Image,
     blob: BlobId,
     size: u64,
     sha256: &str,
+    limits: Option<Limits>,
 ) -> ApiResult<bool> {
     let txn = db.begin().await?;
-    if !mark_ready_in(&txn, id, ImageState::Pending, blob, size, sha256).await? {
+    if !mark_ready_in(&txn, img.id, ImageState::Pending, blob, size, sha256).await? {
         return Ok(false);
     }
+    charge_in(&txn, img.organization_id.as_ref(), &img.region_id, size, limits).await?;
     txn.commit().await?;
     Ok(true)
+}
+
+/// Charges stored bytes to the owning organization's quota (global images are not counted).
+pub async fn charge_in<C: ConnectionTrait>(
+    c: &C,
+    org: Option<&OrganizationId>,
+    region: &RegionId,
+    size: u64,
+    limits: Option<Limits>,
+) -> ApiResult<()> {
+    match (org, limits) {
+        (Some(org), Some(l)) => usage::charge_bytes(c, org.as_str(), region.as_str(), size, l).await,
+        _ => Ok(()),
+    }
 }
 
 /// `from` -> `ready` inside the caller's transaction; false when the image is not in `from`.
@@ -288,6 +316,8 @@ pub enum DeleteOutcome {
     Gone,
     Protected,
     InUse(Vec<String>),
+    /// Its state changed since it was read (an import finished): read it again and retry.
+    Changed,
 }
 
 /// Deletes an image unless it is protected or has consumers. The checks are part of the one
@@ -296,22 +326,41 @@ pub enum DeleteOutcome {
 /// check and the delete, on any number of replicas.
 pub async fn delete(db: &DatabaseConnection, img: &Image) -> ApiResult<DeleteOutcome> {
     let id = img.id.to_string();
+    let txn = db.begin().await?;
+    // Conditional on the state we saw: what the image gives back to the quota depends on it.
     let res = images::Entity::delete_many()
         .filter(images::Column::Id.eq(&id))
         .filter(images::Column::Protected.eq(false))
-        .exec(db)
+        .filter(images::Column::State.eq(img.status.state.to_string()))
+        .exec(&txn)
         .await;
     match res {
-        Ok(r) if r.rows_affected == 1 => Ok(DeleteOutcome::Deleted { blob: img.blob }),
+        Ok(r) if r.rows_affected == 1 => {
+            if let Some(org) = &img.organization_id {
+                let bytes = if img.status.state == ImageState::Ready {
+                    img.size_bytes.unwrap_or(0)
+                } else {
+                    0
+                };
+                let importing = u64::from(img.status.state == ImageState::Importing);
+                usage::release(&txn, org.as_str(), img.region_id.as_str(), 1, bytes, importing).await?;
+            }
+            txn.commit().await?;
+            Ok(DeleteOutcome::Deleted { blob: img.blob })
+        }
         Ok(_) => {
+            drop(txn);
             let still = images::Entity::find_by_id(id).one(db).await?;
-            Ok(if still.is_some() {
-                DeleteOutcome::Protected
-            } else {
-                DeleteOutcome::Gone
+            Ok(match still {
+                None => DeleteOutcome::Gone,
+                Some(row) if row.protected => DeleteOutcome::Protected,
+                Some(_) => DeleteOutcome::Changed,
             })
         }
-        Err(e) if is_fk_violation(&e) => Ok(DeleteOutcome::InUse(consumer_names(db, &id).await?)),
+        Err(e) if is_fk_violation(&e) => {
+            drop(txn);
+            Ok(DeleteOutcome::InUse(consumer_names(db, &id).await?))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -10,7 +10,9 @@ use strata_domain::ids::{BlobId, ImageId, RegionId};
 use strata_domain::image::{Image, ImageState};
 
 use super::entities::{images, import_jobs};
+use super::usage;
 use super::{micros, now};
+use crate::config::Limits;
 use crate::error::{ApiError, ApiResult};
 
 pub struct Job {
@@ -39,6 +41,7 @@ fn from_row(m: import_jobs::Model) -> anyhow::Result<Job> {
 }
 
 pub struct NewJob<'a> {
+    pub limits: Option<Limits>,
     pub url: &'a str,
     pub has_credentials: bool,
     pub max_attempts: i32,
@@ -49,6 +52,7 @@ pub struct NewJob<'a> {
 /// Creates the image and its job in one transaction; the job starts leased by its creator.
 pub async fn create_with_job(db: &DatabaseConnection, img: &Image, job: NewJob<'_>) -> ApiResult<Job> {
     let txn = db.begin().await?;
+    super::images::reserve_in(&txn, img, true, job.limits).await?;
     super::images::insert_in(&txn, img).await?;
     let at = micros(now());
     import_jobs::Entity::insert(import_jobs::ActiveModel {
@@ -194,8 +198,10 @@ pub async fn finish_ready(
     blob: BlobId,
     size: u64,
     sha256: &str,
+    limits: impl Fn(&str) -> Limits,
 ) -> ApiResult<bool> {
     let txn = db.begin().await?;
+    let owner_org = owning_org(&txn, image).await?;
     let res = import_jobs::Entity::delete_many()
         .filter(owned(image, owner))
         .exec(&txn)
@@ -206,13 +212,24 @@ pub async fn finish_ready(
     if !super::images::mark_ready_in(&txn, image, ImageState::Importing, blob, size, sha256).await? {
         return Ok(false);
     }
+    if let Some((org, region)) = &owner_org {
+        usage::release(&txn, org, region, 0, 0, 1).await?;
+        usage::charge_bytes(&txn, org, region, size, limits(org)).await?;
+    }
     txn.commit().await?;
     Ok(true)
+}
+
+/// The organization and region an image counts against; `None` for global images.
+async fn owning_org<C: sea_orm::ConnectionTrait>(c: &C, image: ImageId) -> ApiResult<Option<(String, String)>> {
+    let row = images::Entity::find_by_id(image.to_string()).one(c).await?;
+    Ok(row.and_then(|r| r.organization_id.map(|o| (o, r.region_id))))
 }
 
 /// Final failure: the job goes, the image becomes `failed` with a reason a person can act on.
 pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str, reason: &str) -> ApiResult<bool> {
     let txn = db.begin().await?;
+    let owner_org = owning_org(&txn, image).await?;
     let res = import_jobs::Entity::delete_many()
         .filter(owned(image, owner))
         .exec(&txn)
@@ -228,6 +245,9 @@ pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str,
         .filter(images::Column::Id.eq(image.to_string()))
         .exec(&txn)
         .await?;
+    if let Some((org, region)) = &owner_org {
+        usage::release(&txn, org, region, 0, 0, 1).await?;
+    }
     txn.commit().await?;
     Ok(true)
 }

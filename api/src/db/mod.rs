@@ -6,6 +6,7 @@ pub mod consumers;
 pub mod entities;
 pub mod images;
 pub mod jobs;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -82,6 +83,11 @@ fn sqlite_code(e: &DbErr) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Counters and sizes are stored as signed integers; negative never happens but must not wrap.
+pub(crate) fn nonneg(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {

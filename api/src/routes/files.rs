@@ -26,7 +26,7 @@ const OCTET: &str = "application/octet-stream";
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, description = "`not-found`: no such image, or the organization does not own it", body = ErrorBody),
-        (status = 409, description = "`invalid-state`: the image is not `pending`", body = ErrorBody),
+        (status = 409, description = "`invalid-state`: the image is not `pending`; `quota-exceeded`: the organization's stored bytes would exceed its quota", body = ErrorBody),
         (status = 413, description = "`too-large`: over the configured size cap", body = ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/octet-stream`", body = ErrorBody),
         (status = 422, description = "`unsupported-disk-format` (the message names the detected format, e.g. qcow2) or `checksum-mismatch`", body = ErrorBody),

@@ -58,7 +58,7 @@ async fn list_images(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 409, description = "`name-taken`: an image of that name exists in this organization (or among global images) in this region", body = crate::error::ErrorBody),
+        (status = 409, description = "`name-taken`: an image of that name exists in this organization (or among global images) in this region; `quota-exceeded`: the organization's image count or concurrent imports would exceed its quota (the message says which)", body = crate::error::ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/json`", body = crate::error::ErrorBody),
         (status = 422, description = "URL imports, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first 512 bytes), `unsupported-disk-format` (the first 512 bytes are not a raw disk)", body = crate::error::ErrorBody),

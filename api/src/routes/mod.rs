@@ -5,6 +5,7 @@ mod files;
 mod health;
 mod images;
 mod query;
+mod usage;
 
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -24,7 +25,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(files::download_file)
             .service(consumers::put_consumer)
             .service(consumers::list_consumers)
-            .service(consumers::delete_consumer),
+            .service(consumers::delete_consumer)
+            .service(usage::get_usage),
     );
     cfg.service(scope::scope("/api/v2").service(query::query_images));
 }

@@ -42,6 +42,11 @@ pub async fn find_modifiable(st: &AppState, access: &OrgRegion<ImagesWrite>, id:
     }
 }
 
+pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::usage::Usage, crate::config::Limits)> {
+    let used = db::usage::get(&st.db, access.org.as_str(), access.region_id().as_str()).await?;
+    Ok((used, st.quotas.limits_for(access.org.as_str())))
+}
+
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
     db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await
 }
@@ -54,7 +59,7 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateI
     // Everything that needs no network is checked first.
     let mut img = new_image(access, &access.principal, req)?;
     match url {
-        None => db::images::insert(&st.db, &img).await?,
+        None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
         Some(raw) => {
             let src = st.importer.check(&raw).await?;
             img.provenance.reference = Some(src.redacted().to_owned());
@@ -63,6 +68,11 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateI
     }
     tracing::info!(image = %img.id, name = %img.name, source = %img.provenance.source, "image created");
     Ok(img)
+}
+
+/// The quota limits that apply to an image: its organization's; none for global images.
+pub fn quota(st: &AppState, img: &Image) -> Option<crate::config::Limits> {
+    img.organization_id.as_ref().map(|o| st.quotas.limits_for(o.as_str()))
 }
 
 fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageRequest) -> Result<Image, DomainError> {
@@ -189,6 +199,11 @@ where
     if content_length.is_some_and(|n| n > limit) {
         return Err(DomainError::TooLarge { limit }.into());
     }
+    // Refuse early when the announced size cannot fit; the charge itself happens atomically
+    // when the image becomes ready.
+    if let (Some(n), Some(org), Some(l)) = (content_length, &img.organization_id, quota(st, &img)) {
+        db::usage::bytes_fit(&st.db, org.as_str(), img.region_id.as_str(), n, l).await?;
+    }
     let blob = BlobId::new();
     let limits = IngestLimits {
         max_bytes: limit,
@@ -209,7 +224,18 @@ where
             IngestError::Source(e) => DomainError::invalid("body", format!("the upload was interrupted: {e}")).into(),
             IngestError::Storage(e) => ApiError::from(e),
         })?;
-    if !db::images::mark_ready(&st.db, id, blob, done.size, &done.sha256).await? {
+    let marked = db::images::mark_ready(&st.db, &img, blob, done.size, &done.sha256, quota(st, &img)).await;
+    let marked = match marked {
+        Ok(m) => m,
+        Err(e) => {
+            // over quota (or a database error): the bytes must not stay behind
+            if let Err(del) = store.delete(id, blob).await {
+                tracing::warn!(image = %id, %blob, error = %del, "removing a refused upload failed");
+            }
+            return Err(e);
+        }
+    };
+    if !marked {
         // Someone else completed or deleted the image while we were copying: drop our copy.
         if let Err(e) = store.delete(id, blob).await {
             tracing::warn!(image = %id, %blob, error = %e, "removing a superseded upload failed");
@@ -268,8 +294,21 @@ pub async fn download<S>(
 }
 
 pub async fn delete(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<()> {
-    let img = find_modifiable(st, access, id).await?;
-    match db::images::delete(&st.db, &img).await? {
+    for _ in 0..5 {
+        let img = find_modifiable(st, access, id).await?;
+        if let Some(done) = delete_once(st, access, &img).await? {
+            return done;
+        }
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "image {id} kept changing state during DELETE"
+    )))
+}
+
+/// `None`: the image changed state under us; read it again.
+async fn delete_once(st: &AppState, access: &OrgRegion<ImagesWrite>, img: &Image) -> ApiResult<Option<ApiResult<()>>> {
+    let id = img.id;
+    Ok(Some(match db::images::delete(&st.db, img).await? {
         DeleteOutcome::Deleted { blob } => {
             if let Some(blob) = blob {
                 // The row is gone, so the image is deleted; a failure here leaves an orphan object
@@ -284,5 +323,6 @@ pub async fn delete(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId)
         DeleteOutcome::Gone => Err(not_found(id)),
         DeleteOutcome::Protected => Err(DomainError::ImageProtected.into()),
         DeleteOutcome::InUse(consumers) => Err(DomainError::InUse { consumers }.into()),
-    }
+        DeleteOutcome::Changed => return Ok(None),
+    }))
 }

@@ -18,7 +18,7 @@ use strata_domain::netpolicy::HostRule;
 use strata_providers::{FetchError, FetchPolicy, Fetcher, IngestError, IngestLimits, Source, ingest};
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::ImportsConfig;
+use crate::config::{ImportsConfig, QuotaConfig};
 use crate::db;
 use crate::db::jobs::{Job, NewJob};
 use crate::error::{ApiError, ApiResult};
@@ -29,6 +29,7 @@ pub struct Importer {
     regions: std::collections::BTreeMap<strata_domain::ids::RegionId, Arc<Region>>,
     fetcher: Fetcher,
     cfg: ImportsConfig,
+    quotas: QuotaConfig,
     max_image_bytes: u64,
     /// Identifies this process's leases.
     owner: String,
@@ -85,6 +86,7 @@ impl Importer {
         db: sea_orm::DatabaseConnection,
         regions: std::collections::BTreeMap<strata_domain::ids::RegionId, Arc<Region>>,
         cfg: ImportsConfig,
+        quotas: QuotaConfig,
         max_image_bytes: u64,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
@@ -94,6 +96,7 @@ impl Importer {
             fetcher: Fetcher::new(fetch_policy(&cfg)?),
             slots: Arc::new(Semaphore::new(cfg.workers.max(1))),
             cfg,
+            quotas,
             max_image_bytes,
             owner: uuid::Uuid::new_v4().to_string(),
             secrets: Mutex::new(HashMap::new()),
@@ -123,6 +126,7 @@ impl Importer {
             &self.db,
             img,
             NewJob {
+                limits: img.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str())),
                 url: src.redacted(),
                 has_credentials,
                 max_attempts: self.cfg.max_attempts.max(1) as i32,
@@ -225,11 +229,26 @@ impl Importer {
         let outcome = self.copy(image, blob, &src, &region).await;
         match outcome {
             Outcome::Done(done) => {
-                if db::jobs::finish_ready(&self.db, image, &self.owner, blob, done.size, &done.sha256).await? {
-                    self.secrets_lock().remove(&image);
-                    tracing::info!(%image, size = done.size, "import finished");
-                } else {
-                    self.discard(&region, image, blob).await;
+                let quotas = &self.quotas;
+                let finished =
+                    db::jobs::finish_ready(&self.db, image, &self.owner, blob, done.size, &done.sha256, |o| {
+                        quotas.limits_for(o)
+                    })
+                    .await;
+                match finished {
+                    Ok(true) => {
+                        self.secrets_lock().remove(&image);
+                        tracing::info!(%image, size = done.size, "import finished");
+                    }
+                    Ok(false) => self.discard(&region, image, blob).await,
+                    Err(ApiError::Domain(DomainError::QuotaExceeded { detail })) => {
+                        self.discard(&region, image, blob).await;
+                        self.fail(image, &format!("quota-exceeded: {detail}")).await?;
+                    }
+                    Err(e) => {
+                        self.discard(&region, image, blob).await;
+                        return Err(e);
+                    }
                 }
             }
             Outcome::Permanent(reason) => {
@@ -286,8 +305,8 @@ impl Importer {
             max_bytes: self.max_image_bytes,
             expected_sha256: None,
         };
-        let expected = match db::images::find(&self.db, &region.policy.id, image).await {
-            Ok(Some(img)) => img.expected_sha256,
+        let (expected, org) = match db::images::find(&self.db, &region.policy.id, image).await {
+            Ok(Some(img)) => (img.expected_sha256, img.organization_id),
             Ok(None) => return Outcome::Lost,
             Err(e) => return Outcome::Retryable(format!("database: {e}")),
         };
@@ -309,6 +328,17 @@ impl Importer {
                     )));
                 }
                 total.store(n, Ordering::Relaxed);
+                if let Some(org) = &org {
+                    let l = self.quotas.limits_for(org.as_str());
+                    db::usage::bytes_fit(&self.db, org.as_str(), region.policy.id.as_str(), n, l)
+                        .await
+                        .map_err(|e| match e {
+                            ApiError::Domain(DomainError::QuotaExceeded { detail }) => {
+                                Outcome::Permanent(format!("quota-exceeded: {detail}"))
+                            }
+                            other => Outcome::Retryable(other.to_string()),
+                        })?;
+                }
             }
             let progress = done.clone();
             ingest(&region.store, image, blob, dl.stream, &limits, move |n| {
