@@ -424,3 +424,45 @@ async fn crash_during_import_sqlite() {
 async fn crash_during_import_postgres() {
     crash_and_recover(Some(fresh_pg_database().await)).await;
 }
+
+fn one_worker(cfg: &mut strata_api::Config) {
+    import_cfg(cfg);
+    cfg.imports.workers = 1;
+}
+
+// With every worker busy, a new import waits (handed back, not run twice) and starts as soon as
+// a worker is free.
+both!(
+    imports_queue_when_workers_are_busy,
+    config = one_worker,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let slow = Upstream::start(samples::raw_mbr(4 << 20), Behaviour::StallAfter(1 << 20)).await;
+        let fast = Upstream::start(samples::raw_mbr(2 << 20), Behaviour::Normal).await;
+        let a = expect_status(
+            create_url(&app, &t, "slow", &slow.url("d"), None).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let a = a["id"].as_str().unwrap().to_owned();
+        wait_for(&app, &t, &a, 10, |i| i["status"]["bytesDone"].as_u64().unwrap_or(0) > 0).await;
+        let b = expect_status(
+            create_url(&app, &t, "fast", &fast.url("d"), None).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let b = b["id"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let waiting = wait_for(&app, &t, &b, 5, |_| true).await;
+        assert_eq!(waiting["status"]["state"], "importing");
+        assert_eq!(fast.requests().len(), 1, "only the peek so far");
+        let url = format!("{}/images/{a}", app.v1("acme", "local"));
+        expect_status(
+            app.req(Method::DELETE, &url, &t).send().await.unwrap(),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+        wait_for(&app, &t, &b, 20, state("ready")).await;
+        assert_eq!(fast.requests().len(), 2, "copied exactly once: {:?}", fast.requests());
+    }
+);

@@ -147,17 +147,30 @@ impl Importer {
         self.secrets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs a job this process holds the lease of, if a worker slot is free. Otherwise the job is
+    /// handed back at once (not left waiting with a ticking lease, which this process's own
+    /// poller could then claim a second time); the poller picks it up when a slot frees.
     fn spawn(self: &Arc<Self>, job: Job) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let Ok(_slot) = this.slots.clone().acquire_owned().await else {
-                return;
-            };
-            let image = job.image;
-            if let Err(e) = this.execute(job).await {
-                tracing::error!(%image, error = format!("{e:#}"), "import job failed unexpectedly");
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let image = job.image;
+                    if let Err(e) = this.execute(job).await {
+                        tracing::error!(%image, error = format!("{e:#}"), "import job failed unexpectedly");
+                    }
+                });
             }
-        });
+            Err(_) => {
+                tokio::spawn(async move {
+                    let now = db::now().timestamp_micros() - 1;
+                    if let Err(e) = db::jobs::release(&this.db, job.image, &this.owner, None, now, true).await {
+                        tracing::warn!(image = %job.image, error = %e, "handing back a queued import failed");
+                    }
+                });
+            }
+        }
     }
 
     /// Takes over expired jobs until told to stop, then waits for running copies to hand back.
