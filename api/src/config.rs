@@ -186,7 +186,28 @@ pub struct RegionConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderConfig {
-    Local { root: PathBuf },
+    Local {
+        root: PathBuf,
+    },
+    /// S3 or an S3-compatible server. Credentials come from `*_file` (e.g. mounted secrets) or
+    /// the standard `AWS_*` environment variables, never from this file in clear.
+    S3 {
+        bucket: String,
+        /// For S3-compatible servers, e.g. `http://127.0.0.1:9000`.
+        endpoint: Option<String>,
+        #[serde(default = "default_s3_region")]
+        region: String,
+        /// Key prefix inside the bucket, so regions can share one.
+        prefix: Option<String>,
+        #[serde(default)]
+        allow_http: bool,
+        access_key_id_file: Option<PathBuf>,
+        secret_access_key_file: Option<PathBuf>,
+    },
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {

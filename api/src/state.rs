@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 use strata_domain::access::RegionPolicy;
 use strata_domain::ids::{OrganizationId, RegionId};
-use strata_providers::BlobStore;
+use strata_providers::{BlobStore, S3Settings};
 
 use crate::auth::Verifier;
 use crate::config::{Config, LimitsConfig, ProviderConfig};
@@ -38,6 +38,34 @@ pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Regi
             .map_err(|e| anyhow::anyhow!("region {id}: {e}"))?;
         let store = match &r.provider {
             ProviderConfig::Local { root } => BlobStore::local(root)?,
+            ProviderConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                prefix,
+                allow_http,
+                access_key_id_file,
+                secret_access_key_file,
+            } => {
+                let read = |f: &Option<std::path::PathBuf>, what: &str| {
+                    f.as_ref()
+                        .map(|p| {
+                            std::fs::read_to_string(p)
+                                .map(|s| s.trim().to_owned())
+                                .map_err(|e| anyhow::anyhow!("region {id}: reading {what} {}: {e}", p.display()))
+                        })
+                        .transpose()
+                };
+                BlobStore::s3(S3Settings {
+                    bucket: bucket.clone(),
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    prefix: prefix.clone(),
+                    allow_http: *allow_http,
+                    access_key_id: read(access_key_id_file, "access_key_id_file")?,
+                    secret_access_key: read(secret_access_key_file, "secret_access_key_file")?,
+                })?
+            }
         };
         let region = Region {
             policy: RegionPolicy {

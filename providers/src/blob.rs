@@ -51,6 +51,26 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
+/// A stored object, as listed.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub key: String,
+    /// The image and blob the key names, when it is an image key.
+    pub ids: Option<(ImageId, BlobId)>,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where an S3 region keeps its bytes.
+pub struct S3Settings {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub prefix: Option<String>,
+    pub allow_http: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
 /// A byte range of a stored object and its bytes.
 pub struct BlobRead {
     /// Size of the whole object.
@@ -67,6 +87,37 @@ impl BlobStore {
         let mut store = Self::new(Arc::new(fs), 1 << 20, 2);
         store.local_root = Some(root.to_path_buf());
         Ok(store)
+    }
+
+    /// S3 or an S3-compatible server. Credentials not given here come from the `AWS_*`
+    /// environment. Parts are 8 MiB (S3's minimum is 5 MiB), two in flight per write.
+    pub fn s3(s3: S3Settings) -> Result<Self, StorageError> {
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&s3.bucket)
+            .with_region(&s3.region)
+            .with_allow_http(s3.allow_http);
+        if let Some(e) = &s3.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(k) = s3.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = s3.secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        let store = b
+            .build()
+            .map_err(|e| StorageError::Config(format!("S3 bucket {}: {e}", s3.bucket)))?;
+        let inner: Arc<dyn ObjectStore> = match s3
+            .prefix
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+        {
+            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(store, prefix)),
+            None => Arc::new(store),
+        };
+        Ok(Self::new(inner, 8 << 20, 2))
     }
 
     pub fn new(inner: Arc<dyn ObjectStore>, chunk_size: usize, max_concurrency: usize) -> Self {
@@ -103,6 +154,41 @@ impl BlobStore {
     /// Deletes an image's bytes. Deleting what is already gone is not an error.
     pub async fn delete(&self, image: ImageId, blob: BlobId) -> Result<(), StorageError> {
         match self.inner.delete(&Self::image_key(image, blob)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every stored object under `images/`, for the sweeper (and tests).
+    pub async fn list_images(&self) -> Result<Vec<StoredObject>, StorageError> {
+        let mut out = Vec::new();
+        let mut stream = self.inner.list(Some(&Path::from("images")));
+        while let Some(meta) = stream.next().await {
+            let meta = meta?;
+            out.push(StoredObject {
+                ids: Self::parse_image_key(meta.location.as_ref()),
+                key: meta.location.to_string(),
+                last_modified: meta.last_modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The inverse of [`Self::image_key`]; `None` for anything else.
+    pub fn parse_image_key(key: &str) -> Option<(ImageId, BlobId)> {
+        let mut parts = key.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("images"), Some(image), Some(blob), None) => Some((
+                ImageId::from_uuid(uuid::Uuid::parse_str(image).ok()?),
+                BlobId::from_uuid(uuid::Uuid::parse_str(blob).ok()?),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Deletes an object by the key [`Self::list_images`] returned.
+    pub async fn delete_key(&self, key: &str) -> Result<(), StorageError> {
+        match self.inner.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -5,6 +5,6 @@ pub mod blob;
 pub mod fetch;
 pub mod ingest;
 
-pub use blob::{BlobRead, BlobStore, BlobWriter, StorageError};
+pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};
 pub use fetch::{Download, FetchError, FetchPolicy, Fetcher, Source};
 pub use ingest::{IngestError, IngestLimits, Ingested, ingest};

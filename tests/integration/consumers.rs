@@ -5,115 +5,120 @@ use strata_domain::disk_format::samples;
 use crate::both;
 use crate::harness::*;
 
-both!(in_use_images_cannot_be_deleted, |app: TestApp| async move {
-    let a = app.token(&["a"]);
-    let b = app.token(&["b"]);
-    let img = app.create_named("a", &a, "disk").await;
-    let id = img["id"].as_str().unwrap();
-    expect_status(app.upload("a", &a, id, samples::raw_mbr(8192)).await, StatusCode::OK).await;
-    let url = format!("{}/images/{id}", app.v1("a", "local"));
+both!(
+    in_use_images_cannot_be_deleted,
+    config = |_: &mut strata_api::Config| {},
+    with_s3,
+    |app: TestApp| async move {
+        let a = app.token(&["a"]);
+        let b = app.token(&["b"]);
+        let img = app.create_named("a", &a, "disk").await;
+        let id = img["id"].as_str().unwrap();
+        expect_status(app.upload("a", &a, id, samples::raw_mbr(8192)).await, StatusCode::OK).await;
+        let url = format!("{}/images/{id}", app.v1("a", "local"));
 
-    let put = |consumer: &str, body: serde_json::Value| {
-        app.req(Method::PUT, &format!("{url}/consumers/{consumer}"), &a)
-            .json(&body)
-            .send()
-    };
-    let c = expect_status(
-        put("vm-1", json!({"kind": "vm", "description": "web"})).await.unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
-    assert_eq!(c["id"], "vm-1");
-    assert_eq!(c["organizationId"], "a");
-    let c = expect_status(
-        put("vm-1", json!({"kind": "vm", "description": "web-2"}))
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(c["description"], "web-2");
-    expect_status(
-        put("tpl.7", json!({"kind": "template"})).await.unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
-    expect_error(
-        put("bad/id", json!({"kind": "vm"})).await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-    expect_error(
-        put("ok", json!({"kind": "Bad Kind"})).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid-input",
-    )
-    .await;
-
-    let list = expect_status(
-        app.req(Method::GET, &format!("{url}/consumers"), &a)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(list.as_array().unwrap().len(), 2);
-
-    let err = expect_error(
-        app.req(Method::DELETE, &url, &a).send().await.unwrap(),
-        StatusCode::CONFLICT,
-        "image-in-use",
-    )
-    .await;
-    let msg = err["message"].as_str().unwrap();
-    assert!(msg.contains("vm vm-1") && msg.contains("template tpl.7"), "{msg}");
-
-    for c in ["vm-1", "tpl.7"] {
+        let put = |consumer: &str, body: serde_json::Value| {
+            app.req(Method::PUT, &format!("{url}/consumers/{consumer}"), &a)
+                .json(&body)
+                .send()
+        };
+        let c = expect_status(
+            put("vm-1", json!({"kind": "vm", "description": "web"})).await.unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        assert_eq!(c["id"], "vm-1");
+        assert_eq!(c["organizationId"], "a");
+        let c = expect_status(
+            put("vm-1", json!({"kind": "vm", "description": "web-2"}))
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(c["description"], "web-2");
         expect_status(
-            app.req(Method::DELETE, &format!("{url}/consumers/{c}"), &a)
+            put("tpl.7", json!({"kind": "template"})).await.unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        expect_error(
+            put("bad/id", json!({"kind": "vm"})).await.unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+        expect_error(
+            put("ok", json!({"kind": "Bad Kind"})).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid-input",
+        )
+        .await;
+
+        let list = expect_status(
+            app.req(Method::GET, &format!("{url}/consumers"), &a)
                 .send()
                 .await
                 .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(list.as_array().unwrap().len(), 2);
+
+        let err = expect_error(
+            app.req(Method::DELETE, &url, &a).send().await.unwrap(),
+            StatusCode::CONFLICT,
+            "image-in-use",
+        )
+        .await;
+        let msg = err["message"].as_str().unwrap();
+        assert!(msg.contains("vm vm-1") && msg.contains("template tpl.7"), "{msg}");
+
+        for c in ["vm-1", "tpl.7"] {
+            expect_status(
+                app.req(Method::DELETE, &format!("{url}/consumers/{c}"), &a)
+                    .send()
+                    .await
+                    .unwrap(),
+                StatusCode::NO_CONTENT,
+            )
+            .await;
+        }
+        expect_error(
+            app.req(Method::DELETE, &format!("{url}/consumers/vm-1"), &a)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+        // b cannot see a's image, so cannot pin it either
+        let b_url = format!("{}/images/{id}/consumers/vm-9", app.v1("b", "local"));
+        expect_error(
+            app.req(Method::PUT, &b_url, &b)
+                .json(&json!({"kind": "vm"}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+        expect_status(
+            app.req(Method::DELETE, &url, &a).send().await.unwrap(),
             StatusCode::NO_CONTENT,
         )
         .await;
+        assert_eq!(app.stored().await, Vec::<String>::new());
+        expect_error(
+            put("vm-1", json!({"kind": "vm"})).await.unwrap(),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
     }
-    expect_error(
-        app.req(Method::DELETE, &format!("{url}/consumers/vm-1"), &a)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-    // b cannot see a's image, so cannot pin it either
-    let b_url = format!("{}/images/{id}/consumers/vm-9", app.v1("b", "local"));
-    expect_error(
-        app.req(Method::PUT, &b_url, &b)
-            .json(&json!({"kind": "vm"}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-    expect_status(
-        app.req(Method::DELETE, &url, &a).send().await.unwrap(),
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_eq!(files_under(&app.blobs_dir()), Vec::<std::path::PathBuf>::new());
-    expect_error(
-        put("vm-1", json!({"kind": "vm"})).await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not-found",
-    )
-    .await;
-});
+);
 
 both!(
     consumers_of_global_images_are_per_organization,

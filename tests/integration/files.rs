@@ -10,125 +10,131 @@ fn small_cap(cfg: &mut strata_api::Config) {
     cfg.limits.max_image_bytes = 1 << 20;
 }
 
-both!(upload_and_download, config = small_cap, |app: TestApp| async move {
-    let t = app.token(&["acme"]);
-    let data = samples::raw_mbr(300_000);
-    let sha = hex::encode(Sha256::digest(&data));
-    let img = app
-        .create(
-            "acme",
-            &t,
-            json!({"name": "disk", "source": {"type": "upload", "sha256": sha.to_uppercase()}}),
+both!(
+    upload_and_download,
+    config = small_cap,
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let data = samples::raw_mbr(300_000);
+        let sha = hex::encode(Sha256::digest(&data));
+        let img = app
+            .create(
+                "acme",
+                &t,
+                json!({"name": "disk", "source": {"type": "upload", "sha256": sha.to_uppercase()}}),
+            )
+            .await;
+        let id = img["id"].as_str().unwrap();
+        let file = format!("{}/images/{id}/file", app.v1("acme", "local"));
+
+        // downloads wait for the bytes
+        expect_error(
+            app.req(Method::GET, &file, &t).send().await.unwrap(),
+            StatusCode::CONFLICT,
+            "invalid-state",
         )
         .await;
-    let id = img["id"].as_str().unwrap();
-    let file = format!("{}/images/{id}/file", app.v1("acme", "local"));
 
-    // downloads wait for the bytes
-    expect_error(
-        app.req(Method::GET, &file, &t).send().await.unwrap(),
-        StatusCode::CONFLICT,
-        "invalid-state",
-    )
-    .await;
+        let res = app.upload("acme", &t, id, data.clone()).await;
+        let ready = expect_status(res, StatusCode::OK).await;
+        assert_eq!(ready["status"]["state"], "ready");
+        assert_eq!(ready["sizeBytes"], data.len());
+        assert_eq!(ready["sha256"], sha);
+        assert_eq!(ready["provenance"]["digest"], format!("sha256:{sha}"));
+        assert_eq!(ready["tags"]["strata.dev/digest"], format!("sha256:{sha}"));
+        // a second upload is refused: the image is no longer pending
+        expect_error(
+            app.upload("acme", &t, id, data.clone()).await,
+            StatusCode::CONFLICT,
+            "invalid-state",
+        )
+        .await;
 
-    let res = app.upload("acme", &t, id, data.clone()).await;
-    let ready = expect_status(res, StatusCode::OK).await;
-    assert_eq!(ready["status"]["state"], "ready");
-    assert_eq!(ready["sizeBytes"], data.len());
-    assert_eq!(ready["sha256"], sha);
-    assert_eq!(ready["provenance"]["digest"], format!("sha256:{sha}"));
-    assert_eq!(ready["tags"]["strata.dev/digest"], format!("sha256:{sha}"));
-    // a second upload is refused: the image is no longer pending
-    expect_error(
-        app.upload("acme", &t, id, data.clone()).await,
-        StatusCode::CONFLICT,
-        "invalid-state",
-    )
-    .await;
+        let res = app.req(Method::GET, &file, &t).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-length"], data.len().to_string().as_str());
+        assert_eq!(res.headers()["etag"], format!("\"{sha}\"").as_str());
+        assert_eq!(res.headers()["accept-ranges"], "bytes");
+        assert_eq!(res.bytes().await.unwrap().as_ref(), &data[..]);
 
-    let res = app.req(Method::GET, &file, &t).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()["content-length"], data.len().to_string().as_str());
-    assert_eq!(res.headers()["etag"], format!("\"{sha}\"").as_str());
-    assert_eq!(res.headers()["accept-ranges"], "bytes");
-    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[..]);
-
-    let n = data.len();
-    for (range, start, end) in [
-        ("bytes=0-511", 0, 511),
-        ("bytes=510-511", 510, 511),
-        ("bytes=1000-", 1000, n - 1),
-        ("bytes=-100", n - 100, n - 1),
-        ("bytes=299990-400000", 299_990, n - 1),
-        ("bytes=-999999999", 0, n - 1),
-        ("bytes=7-7", 7, 7),
-    ] {
-        let res = app
-            .req(Method::GET, &file, &t)
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_eq!(
-            res.headers()["content-range"],
-            format!("bytes {start}-{end}/{n}").as_str(),
-            "{range}"
-        );
-        assert_eq!(
-            res.headers()["content-length"],
-            (end - start + 1).to_string().as_str(),
-            "{range}"
-        );
-        assert_eq!(res.bytes().await.unwrap().as_ref(), &data[start..=end], "{range}");
+        let n = data.len();
+        for (range, start, end) in [
+            ("bytes=0-511", 0, 511),
+            ("bytes=510-511", 510, 511),
+            ("bytes=1000-", 1000, n - 1),
+            ("bytes=-100", n - 100, n - 1),
+            ("bytes=299990-400000", 299_990, n - 1),
+            ("bytes=-999999999", 0, n - 1),
+            ("bytes=7-7", 7, 7),
+        ] {
+            let res = app
+                .req(Method::GET, &file, &t)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(
+                res.headers()["content-range"],
+                format!("bytes {start}-{end}/{n}").as_str(),
+                "{range}"
+            );
+            assert_eq!(
+                res.headers()["content-length"],
+                (end - start + 1).to_string().as_str(),
+                "{range}"
+            );
+            assert_eq!(res.bytes().await.unwrap().as_ref(), &data[start..=end], "{range}");
+        }
+        for range in [
+            format!("bytes={n}-"),
+            format!("bytes={}-{}", n + 5, n + 10),
+            "bytes=-0".to_owned(),
+        ] {
+            let res = app
+                .req(Method::GET, &file, &t)
+                .header("range", &range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                res.headers()["content-range"],
+                format!("bytes */{n}").as_str(),
+                "{range}"
+            );
+            expect_error(res, StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable").await;
+        }
+        // several ranges, or nonsense, get the whole file
+        for range in ["bytes=0-1,5-6", "bytes=9-3", "pages=1-2"] {
+            let res = app
+                .req(Method::GET, &file, &t)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{range}");
+            assert_eq!(res.bytes().await.unwrap().len(), n, "{range}");
+        }
+        // global readers may download what they can see; deletion removes the bytes
+        let stored_before = app.stored().await;
+        assert_eq!(stored_before.len(), 1);
+        expect_status(
+            app.req(Method::DELETE, &format!("{}/images/{id}", app.v1("acme", "local")), &t)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+        assert_eq!(app.stored().await, Vec::<String>::new());
     }
-    for range in [
-        format!("bytes={n}-"),
-        format!("bytes={}-{}", n + 5, n + 10),
-        "bytes=-0".to_owned(),
-    ] {
-        let res = app
-            .req(Method::GET, &file, &t)
-            .header("range", &range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            res.headers()["content-range"],
-            format!("bytes */{n}").as_str(),
-            "{range}"
-        );
-        expect_error(res, StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable").await;
-    }
-    // several ranges, or nonsense, get the whole file
-    for range in ["bytes=0-1,5-6", "bytes=9-3", "pages=1-2"] {
-        let res = app
-            .req(Method::GET, &file, &t)
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "{range}");
-        assert_eq!(res.bytes().await.unwrap().len(), n, "{range}");
-    }
-    // global readers may download what they can see; deletion removes the bytes
-    let stored_before = files_under(&app.blobs_dir());
-    assert_eq!(stored_before.len(), 1);
-    expect_status(
-        app.req(Method::DELETE, &format!("{}/images/{id}", app.v1("acme", "local")), &t)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_eq!(files_under(&app.blobs_dir()), Vec::<std::path::PathBuf>::new());
-});
+);
 
 both!(
     refused_uploads_keep_nothing,
     config = small_cap,
+    with_s3,
     |app: TestApp| async move {
         let t = app.token(&["acme"]);
         let iso_plain = {
@@ -240,7 +246,7 @@ both!(
 
         // after all that: still pending, and not one byte stored (no staging files either)
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(files_under(&app.blobs_dir()), Vec::<std::path::PathBuf>::new());
+        assert_eq!(app.stored().await, Vec::<String>::new());
         for i in [id, sha_id] {
             let got = app
                 .req(Method::GET, &format!("{}/images/{i}", app.v1("acme", "local")), &t)
@@ -257,43 +263,48 @@ both!(
     }
 );
 
-both!(aborted_upload_keeps_nothing, |app: TestApp| async move {
-    let t = app.token(&["acme"]);
-    let img = app.create_named("acme", &t, "disk").await;
-    let id = img["id"].as_str().unwrap();
-    // announce 4 MiB, send 1 MiB, then hang up
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let path = format!("/api/v1/organizations/acme/regions/local/images/{id}/file");
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        4 << 20
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&samples::raw_mbr(1 << 20)).await.unwrap();
-    s.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    drop(s);
-    // the server notices, aborts the write and leaves the image pending
-    let mut left = vec![];
-    for _ in 0..50 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        left = files_under(&app.blobs_dir());
-        if left.is_empty() {
-            break;
+both!(
+    aborted_upload_keeps_nothing,
+    config = |_: &mut strata_api::Config| {},
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let img = app.create_named("acme", &t, "disk").await;
+        let id = img["id"].as_str().unwrap();
+        // announce 4 MiB, send 1 MiB, then hang up
+        let addr = app.base.trim_start_matches("http://").to_owned();
+        let path = format!("/api/v1/organizations/acme/regions/local/images/{id}/file");
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            4 << 20
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&samples::raw_mbr(1 << 20)).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(s);
+        // the server notices, aborts the write and leaves the image pending
+        let mut left = vec![];
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            left = app.stored().await;
+            if left.is_empty() {
+                break;
+            }
         }
+        assert_eq!(left, Vec::<String>::new());
+        let got = app
+            .req(Method::GET, &format!("{}/images/{id}", app.v1("acme", "local")), &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_status(got, StatusCode::OK).await["status"]["state"], "pending");
+        expect_status(
+            app.upload("acme", &t, id, samples::raw_mbr(1 << 20)).await,
+            StatusCode::OK,
+        )
+        .await;
     }
-    assert_eq!(left, Vec::<std::path::PathBuf>::new());
-    let got = app
-        .req(Method::GET, &format!("{}/images/{id}", app.v1("acme", "local")), &t)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(expect_status(got, StatusCode::OK).await["status"]["state"], "pending");
-    expect_status(
-        app.upload("acme", &t, id, samples::raw_mbr(1 << 20)).await,
-        StatusCode::OK,
-    )
-    .await;
-});
+);

@@ -31,6 +31,35 @@ macro_rules! both {
             }
         }
     };
+    ($name:ident, config = $cfg:expr, with_s3, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::harness::run($crate::harness::Backend::Sqlite, $cfg, $body).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::harness::run($crate::harness::Backend::Postgres, $cfg, $body).await;
+            }
+            /// The same body with the region on S3 (moto).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_s3() {
+                let bucket = $crate::harness::s3_bucket().await;
+                let configure = $cfg;
+                $crate::harness::run(
+                    $crate::harness::Backend::Postgres,
+                    move |c: &mut strata_api::Config| {
+                        configure(c);
+                        $crate::harness::use_s3(c, &bucket);
+                    },
+                    $body,
+                )
+                .await;
+            }
+        }
+    };
     ($name:ident, config = $cfg:expr, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]
@@ -69,6 +98,46 @@ pub async fn fresh_pg_database() -> String {
         .map(|(b, _)| b.to_owned())
         .expect("url with a database");
     format!("{base}/{name}")
+}
+
+pub fn s3_endpoint() -> String {
+    std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9199".into())
+}
+
+/// Creates a fresh bucket on the test S3 server.
+pub async fn s3_bucket() -> String {
+    let name = format!("strata-t-{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
+    let url = format!("{}/{name}", s3_endpoint());
+    let res = Client::new().put(&url).send().await.unwrap_or_else(|e| {
+        panic!(
+            "S3 test server at {} is required (the test script starts it): {e}",
+            s3_endpoint()
+        )
+    });
+    assert!(res.status().is_success(), "creating bucket {name}: {}", res.status());
+    name
+}
+
+/// Puts the default region on S3, with credentials in files (as a mounted secret would be).
+pub fn use_s3(cfg: &mut Config, bucket: &str) {
+    use strata_api::config::{ProviderConfig, RegionConfig};
+    let key = cfg.data_dir.join("s3-key-id");
+    let secret = cfg.data_dir.join("s3-secret");
+    std::fs::write(&key, "testing").expect("write key");
+    std::fs::write(&secret, "testing-secret").expect("write secret");
+    cfg.regions = vec![RegionConfig {
+        id: "local".into(),
+        organizations: None,
+        provider: ProviderConfig::S3 {
+            bucket: bucket.to_owned(),
+            endpoint: Some(s3_endpoint()),
+            region: "us-east-1".into(),
+            prefix: Some("regions/local".into()),
+            allow_http: true,
+            access_key_id_file: Some(key),
+            secret_access_key_file: Some(secret),
+        },
+    }];
 }
 
 pub struct TestApp {
@@ -175,6 +244,28 @@ impl TestApp {
 
     pub fn blobs_dir(&self) -> PathBuf {
         self.cfg.data_dir.join("blobs")
+    }
+
+    /// What the region's storage holds: object keys under `images/`, plus, on local disk, any
+    /// multipart staging files (which object listings do not show).
+    pub async fn stored(&self) -> Vec<String> {
+        let regions = strata_api::state::build_regions(&self.cfg).expect("regions");
+        let store = &regions.values().next().expect("a region").store;
+        let mut keys: Vec<String> = store
+            .list_images()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        for f in files_under(&self.blobs_dir()) {
+            let f = f.to_string_lossy().into_owned();
+            if f.contains('#') {
+                keys.push(f);
+            }
+        }
+        keys.sort();
+        keys
     }
 
     pub fn v1(&self, org: &str, region: &str) -> String {

@@ -55,39 +55,44 @@ fn state(s: &'static str) -> impl Fn(&Value) -> bool {
     move |img: &Value| img["status"]["state"] == s
 }
 
-both!(imports_from_a_url, config = import_cfg, |app: TestApp| async move {
-    let t = app.token(&["acme"]);
-    let data = samples::raw_gpt(3 << 20);
-    let sha = hex::encode(Sha256::digest(&data));
-    let up = Upstream::start(data.clone(), Behaviour::Normal).await;
-    let res = create_url(&app, &t, "from-url", &up.url("disk.raw?x=1"), Some(&sha)).await;
-    let img = expect_status(res, StatusCode::CREATED).await;
-    assert_eq!(img["status"]["state"], "importing");
-    assert_eq!(img["provenance"]["source"], "url");
-    assert_eq!(img["provenance"]["reference"], up.url("disk.raw?x=1"));
-    assert_eq!(img["tags"]["strata.dev/source"], "url");
-    assert_eq!(img["tags"]["strata.dev/reference"], up.url("disk.raw?x=1"));
-    let id = img["id"].as_str().unwrap();
-    let ready = wait_for(&app, &t, id, 20, state("ready")).await;
-    assert_eq!(ready["sha256"], sha);
-    assert_eq!(ready["sizeBytes"], data.len());
-    assert_eq!(ready["status"]["bytesDone"], data.len());
-    assert_eq!(ready["status"]["bytesTotal"], data.len());
-    assert_eq!(ready["provenance"]["digest"], format!("sha256:{sha}"));
-    // the peek asked for 512 bytes; the copy for everything
-    assert_eq!(up.requests(), vec![Some("bytes=0-511".to_owned()), None]);
-    let file = app
-        .req(
-            Method::GET,
-            &format!("{}/images/{id}/file", app.v1("acme", "local")),
-            &t,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(file.bytes().await.unwrap().as_ref(), &data[..]);
-    assert_eq!(files_under(&app.blobs_dir()).len(), 1);
-});
+both!(
+    imports_from_a_url,
+    config = import_cfg,
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let data = samples::raw_gpt(3 << 20);
+        let sha = hex::encode(Sha256::digest(&data));
+        let up = Upstream::start(data.clone(), Behaviour::Normal).await;
+        let res = create_url(&app, &t, "from-url", &up.url("disk.raw?x=1"), Some(&sha)).await;
+        let img = expect_status(res, StatusCode::CREATED).await;
+        assert_eq!(img["status"]["state"], "importing");
+        assert_eq!(img["provenance"]["source"], "url");
+        assert_eq!(img["provenance"]["reference"], up.url("disk.raw?x=1"));
+        assert_eq!(img["tags"]["strata.dev/source"], "url");
+        assert_eq!(img["tags"]["strata.dev/reference"], up.url("disk.raw?x=1"));
+        let id = img["id"].as_str().unwrap();
+        let ready = wait_for(&app, &t, id, 20, state("ready")).await;
+        assert_eq!(ready["sha256"], sha);
+        assert_eq!(ready["sizeBytes"], data.len());
+        assert_eq!(ready["status"]["bytesDone"], data.len());
+        assert_eq!(ready["status"]["bytesTotal"], data.len());
+        assert_eq!(ready["provenance"]["digest"], format!("sha256:{sha}"));
+        // the peek asked for 512 bytes; the copy for everything
+        assert_eq!(up.requests(), vec![Some("bytes=0-511".to_owned()), None]);
+        let file = app
+            .req(
+                Method::GET,
+                &format!("{}/images/{id}/file", app.v1("acme", "local")),
+                &t,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(file.bytes().await.unwrap().as_ref(), &data[..]);
+        assert_eq!(app.stored().await.len(), 1);
+    }
+);
 
 both!(
     bad_urls_are_refused_before_anything_exists,
@@ -144,7 +149,7 @@ both!(
             .await
             .unwrap();
         assert_eq!(expect_status(list, StatusCode::OK).await, json!([]));
-        assert!(files_under(&app.blobs_dir()).is_empty());
+        assert!(app.stored().await.is_empty());
         // a redirect to an allowed place is followed
         let img = expect_status(
             create_url(&app, &t, "hop", &hop.url("x"), None).await,
@@ -182,7 +187,7 @@ both!(
             reason.contains("after 2 attempts") && reason.contains("timed out"),
             "{reason}"
         );
-        assert!(files_under(&app.blobs_dir()).is_empty());
+        assert!(app.stored().await.is_empty());
     }
 );
 
@@ -212,6 +217,7 @@ both!(
 both!(
     failed_imports_retry_then_fail_and_keep_nothing,
     config = import_cfg,
+    with_s3,
     |app: TestApp| async move {
         let t = app.token(&["acme"]);
         let up = Upstream::start(samples::raw_mbr(4 << 20), Behaviour::DropAfter(1 << 20)).await;
@@ -230,7 +236,7 @@ both!(
         );
         // peek + two full attempts
         assert_eq!(up.requests().len(), 3, "{:?}", up.requests());
-        assert!(files_under(&app.blobs_dir()).is_empty());
+        assert!(app.stored().await.is_empty());
 
         // a checksum mismatch is final at once
         let up = Upstream::start(samples::raw_mbr(1 << 20), Behaviour::Normal).await;
@@ -248,7 +254,7 @@ both!(
             "{failed}"
         );
         assert_eq!(up.requests().len(), 2);
-        assert!(files_under(&app.blobs_dir()).is_empty());
+        assert!(app.stored().await.is_empty());
         // failed images can be deleted
         let url = format!("{}/images/{}", app.v1("acme", "local"), img["id"].as_str().unwrap());
         expect_status(
@@ -262,6 +268,7 @@ both!(
 both!(
     deleting_an_importing_image_cancels_it,
     config = import_cfg,
+    with_s3,
     |app: TestApp| async move {
         let t = app.token(&["acme"]);
         let data = samples::raw_mbr(8 << 20);
@@ -294,13 +301,13 @@ both!(
         // the partial upload is removed once the worker notices (within a heartbeat)
         let mut left = vec![];
         for _ in 0..50 {
-            left = files_under(&app.blobs_dir());
+            left = app.stored().await;
             if left.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(left, Vec::<std::path::PathBuf>::new());
+        assert_eq!(left, Vec::<String>::new());
     }
 );
 
@@ -332,7 +339,7 @@ both!(
         let ready = wait_for(&second, &t, &id, 10, state("ready")).await;
         assert_eq!(ready["sizeBytes"], data.len());
         // one file only: the first attempt's partial upload is gone
-        assert_eq!(files_under(&app.blobs_dir()).len(), 1);
+        assert_eq!(app.stored().await.len(), 1);
         second.stop().await;
     }
 );

@@ -144,7 +144,7 @@ both!(
             .await
             .unwrap();
         assert_eq!(expect_status(img, StatusCode::OK).await["status"]["state"], "pending");
-        assert_eq!(files_under(&app.blobs_dir()).len(), 1, "only a's bytes are stored");
+        assert_eq!(app.stored().await.len(), 1, "only a's bytes are stored");
         assert_eq!(usage(&app, "small", &t).await["bytes"]["used"], 200_000);
         // deleting a ready image gives its bytes back
         expect_status(
