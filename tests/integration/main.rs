@@ -13,4 +13,5 @@ mod imports;
 mod openapi_spec;
 mod query;
 mod quotas;
+mod replicas;
 mod upstream;
