@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::error::{ApiError, bad_request};
 use crate::openapi::ApiDoc;
 use crate::service::imports::Importer;
+use crate::service::sweeper::Sweeper;
 use crate::state::{AppState, build_regions};
 use crate::{db, middleware, routes};
 
@@ -30,6 +31,7 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     importer: Arc<Importer>,
+    sweeper: Sweeper,
     stop_workers: watch::Sender<bool>,
 }
 
@@ -48,6 +50,7 @@ impl Application {
             cfg.limits.max_image_bytes,
             stop_rx,
         )?);
+        let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone());
         let state = web::Data::new(AppState {
             db,
             regions,
@@ -86,6 +89,7 @@ impl Application {
             server,
             addr,
             importer,
+            sweeper,
             stop_workers,
         })
     }
@@ -108,9 +112,11 @@ impl Application {
     /// jobs back (leases released) so another process can continue at once.
     pub async fn run(self) -> std::io::Result<()> {
         let workers = tokio::spawn(self.importer.clone().run());
+        let sweeper = tokio::spawn(self.sweeper.run(self.stop_workers.subscribe()));
         let served = self.server.await;
         let _ = self.stop_workers.send(true);
         let _ = workers.await;
+        let _ = sweeper.await;
         served
     }
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub imports: ImportsConfig,
     pub quotas: QuotaConfig,
+    pub sweeper: SweeperConfig,
     /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
     pub regions: Vec<RegionConfig>,
 }
@@ -130,6 +131,26 @@ impl QuotaConfig {
     }
 }
 
+/// The orphan sweeper: removes stored bytes no image refers to. Safe on every replica at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweeperConfig {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    /// Objects and staging files younger than this are never touched.
+    pub grace_secs: u64,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 600,
+            grace_secs: 3600,
+        }
+    }
+}
+
 /// URL imports: where the server may fetch from, and how import jobs run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -229,6 +250,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             imports: ImportsConfig::default(),
             quotas: QuotaConfig::default(),
+            sweeper: SweeperConfig::default(),
             regions: Vec::new(),
         }
     }
@@ -322,4 +344,25 @@ impl Config {
     pub fn dev_key_path(&self) -> PathBuf {
         self.data_dir.join("dev-signing-key")
     }
+}
+
+/// Everything `strata serve` would refuse at start, checked without side effects.
+pub fn check(cfg: &Config) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let url = cfg.database_url();
+    let scheme = url.expose_secret().split(':').next().unwrap_or_default().to_owned();
+    if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
+        anyhow::bail!("database.url: unsupported scheme {scheme:?}; use sqlite:// or postgres://");
+    }
+    crate::state::check_regions(cfg)?;
+    crate::service::imports::fetch_policy(&cfg.imports)?;
+    // Keys other than the development key (which is created at first start) must load now.
+    let mut without_dev = cfg.clone();
+    without_dev.auth.dev_key = false;
+    if !without_dev.auth.keys.is_empty() || without_dev.auth.jwks_file.is_some() {
+        crate::auth::Verifier::from_config(&without_dev)?;
+    } else if !cfg.auth.dev_key {
+        anyhow::bail!("auth: no keys configured and dev_key is off; no token could ever be verified");
+    }
+    Ok(())
 }

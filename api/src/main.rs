@@ -33,6 +33,10 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Validate the configuration (keys, regions, providers, auth keys) and exit, without
+        /// creating anything or contacting the database or storage.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Print a JWT signed by the local development key.
     Token {
@@ -92,8 +96,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve {
         common: Common::default(),
         listen: None,
+        check_config: false,
     }) {
-        Command::Serve { common, listen } => {
+        Command::Serve {
+            common,
+            listen,
+            check_config: true,
+        } => {
+            strata_api::config::check(&load(&common, listen)?)?;
+            println!("configuration ok");
+            Ok(())
+        }
+        Command::Serve { common, listen, .. } => {
             let cfg = load(&common, listen)?;
             let app = Application::build(cfg).await?;
             // Scripts and tests read this line to learn the bound port.

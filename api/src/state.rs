@@ -27,6 +27,16 @@ pub struct AppState {
 }
 
 pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {
+    regions(cfg, true)
+}
+
+/// Validates every region (ids, allow-lists, provider settings, credential files) without
+/// creating directories or contacting storage.
+pub fn check_regions(cfg: &Config) -> anyhow::Result<()> {
+    regions(cfg, false).map(|_| ())
+}
+
+fn regions(cfg: &Config, create: bool) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {
     let mut out = BTreeMap::new();
     for r in cfg.effective_regions() {
         let id = RegionId::parse(&r.id).map_err(|e| anyhow::anyhow!("region {:?}: {e}", r.id))?;
@@ -37,7 +47,8 @@ pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Regi
             .transpose()
             .map_err(|e| anyhow::anyhow!("region {id}: {e}"))?;
         let store = match &r.provider {
-            ProviderConfig::Local { root } => BlobStore::local(root)?,
+            ProviderConfig::Local { root } if create => BlobStore::local(root)?,
+            ProviderConfig::Local { .. } => BlobStore::new(Arc::new(object_store::memory::InMemory::new()), 1, 1),
             ProviderConfig::S3 {
                 bucket,
                 endpoint,

@@ -224,6 +224,43 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Removes local multipart staging files (`<key>#<n>`) not written to for `older_than`: what
+    /// a process killed mid-upload leaves. Returns the paths removed. No-op for object stores,
+    /// whose unfinished multipart uploads are invisible to listings.
+    pub fn sweep_staging(&self, older_than: std::time::Duration) -> Result<Vec<String>, StorageError> {
+        let Some(root) = &self.local_root else {
+            return Ok(vec![]);
+        };
+        let mut removed = Vec::new();
+        let images = root.join("images");
+        let Ok(dirs) = std::fs::read_dir(&images) else {
+            return Ok(vec![]);
+        };
+        for dir in dirs.flatten() {
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if !f.file_name().to_string_lossy().contains('#') {
+                    continue;
+                }
+                let stale = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= older_than);
+                if stale {
+                    std::fs::remove_file(f.path())
+                        .map_err(|e| StorageError::Config(format!("cannot remove staging file: {e}")))?;
+                    removed.push(f.path().display().to_string());
+                }
+            }
+            let _ = std::fs::remove_dir(dir.path()); // only succeeds when empty
+        }
+        Ok(removed)
+    }
+
     /// Is the backend usable? Writes and deletes a tiny probe object: listing alone succeeds on a
     /// missing or unwritable local root and on a read-only bucket.
     pub async fn check(&self) -> Result<(), StorageError> {

@@ -228,3 +228,42 @@ async fn migrate_and_openapi_commands() {
             .unwrap();
     assert!(spec == committed, "`strata openapi` differs from openapi/openapi.json");
 }
+
+#[test]
+fn check_config_validates_without_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("never-created");
+    let out = Command::new(BIN)
+        .args(["serve", "--check-config", "--data-dir", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
+    assert!(!d.exists(), "--check-config must not create the data directory");
+    let bad = [
+        "[[regions]]\nid = \"x\"\n[regions.provider]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id_file = \"/nonexistent\"\n",
+        "[[regions]]\nid = \"bad id!\"\n[regions.provider]\nkind = \"local\"\nroot = \"/tmp/x\"\n",
+        "[imports]\nallow_hosts = [\"not a host!\"]\n",
+        "[auth]\ndev_key = false\n",
+        "[database]\nurl = \"mysql://x\"\n",
+        "[[auth.keys]]\nalgorithm = \"HS256\"\nsecret = \"short\"\n",
+        "[server]\nnope = 1\n",
+    ];
+    for toml in bad {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, toml).unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--check-config",
+                "--config",
+                f.to_str().unwrap(),
+                "--data-dir",
+                d.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "accepted: {toml}");
+        assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
+    }
+}

@@ -14,4 +14,5 @@ mod openapi_spec;
 mod query;
 mod quotas;
 mod replicas;
+mod sweeper;
 mod upstream;

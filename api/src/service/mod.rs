@@ -5,3 +5,4 @@ pub mod consumers;
 pub mod images;
 pub mod imports;
 pub mod query;
+pub mod sweeper;

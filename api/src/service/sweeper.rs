@@ -1,0 +1,104 @@
+//! The orphan sweeper. Stored objects are named `images/<image>/<blob>` and a blob id is never
+//! reused, so an object that no image row and no import job refers to can never become
+//! referenced again: deleting it is safe on any replica, at any time, concurrently. A grace
+//! period covers the moment between an upload completing and its row being updated.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use strata_domain::ids::RegionId;
+use tokio::sync::watch;
+
+use crate::config::SweeperConfig;
+use crate::db::entities::{images, import_jobs};
+use crate::error::ApiResult;
+use crate::state::Region;
+
+pub struct Sweeper {
+    db: DatabaseConnection,
+    regions: BTreeMap<RegionId, Arc<Region>>,
+    cfg: SweeperConfig,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub objects_removed: Vec<String>,
+    pub staging_removed: Vec<String>,
+}
+
+impl Sweeper {
+    pub fn new(db: DatabaseConnection, regions: BTreeMap<RegionId, Arc<Region>>, cfg: SweeperConfig) -> Self {
+        Self { db, regions, cfg }
+    }
+
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.interval_secs.max(1)));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.sweep_once().await {
+                tracing::warn!(error = %e, "orphan sweep failed");
+            }
+        }
+    }
+
+    /// One pass over every region.
+    pub async fn sweep_once(&self) -> ApiResult<SweepReport> {
+        let grace = Duration::from_secs(self.cfg.grace_secs);
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut report = SweepReport::default();
+        for (region_id, region) in &self.regions {
+            let objects = region.store.list_images().await?;
+            let old: Vec<_> = objects.into_iter().filter(|o| o.last_modified < cutoff).collect();
+            let image_ids: Vec<String> = old
+                .iter()
+                .filter_map(|o| o.ids.map(|(i, _)| i.to_string()))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let referenced = self.referenced_blobs(image_ids).await?;
+            for o in old {
+                let Some((image, blob)) = o.ids else {
+                    tracing::warn!(region = %region_id, key = o.key, "unexpected object under images/; left alone");
+                    continue;
+                };
+                if referenced.contains(&(image.to_string(), blob.to_string())) {
+                    continue;
+                }
+                region.store.delete_key(&o.key).await?;
+                tracing::info!(region = %region_id, key = o.key, "sweeper removed an orphaned object");
+                report.objects_removed.push(o.key);
+            }
+            for path in region.store.sweep_staging(grace)? {
+                tracing::info!(region = %region_id, path, "sweeper removed a stale staging file");
+                report.staging_removed.push(path);
+            }
+        }
+        Ok(report)
+    }
+
+    /// (image, blob) pairs that rows point at: ready images' blobs and running imports' blobs.
+    async fn referenced_blobs(&self, image_ids: Vec<String>) -> ApiResult<HashSet<(String, String)>> {
+        let mut out = HashSet::new();
+        for chunk in image_ids.chunks(500) {
+            let rows = images::Entity::find()
+                .filter(images::Column::Id.is_in(chunk.to_vec()))
+                .all(&self.db)
+                .await?;
+            out.extend(rows.into_iter().filter_map(|r| r.blob_id.map(|b| (r.id, b))));
+            let jobs = import_jobs::Entity::find()
+                .filter(import_jobs::Column::ImageId.is_in(chunk.to_vec()))
+                .all(&self.db)
+                .await?;
+            out.extend(jobs.into_iter().filter_map(|j| j.blob_id.map(|b| (j.image_id, b))));
+        }
+        Ok(out)
+    }
+}

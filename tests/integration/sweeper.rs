@@ -1,0 +1,80 @@
+//! The orphan sweeper removes stored bytes nothing refers to, and nothing else.
+
+use reqwest::{Method, StatusCode};
+use strata_api::service::sweeper::Sweeper;
+use strata_domain::disk_format::samples;
+use strata_domain::ids::{BlobId, ImageId};
+
+use crate::both;
+use crate::harness::*;
+
+fn manual_sweeps(cfg: &mut strata_api::Config) {
+    cfg.sweeper.enabled = false; // the test runs passes itself
+    cfg.sweeper.grace_secs = 0;
+}
+
+both!(
+    sweeper_removes_orphans_only,
+    config = manual_sweeps,
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let data = samples::raw_mbr(100_000);
+        let img = app.create_named("acme", &t, "keep").await;
+        let id = img["id"].as_str().unwrap().to_owned();
+        expect_status(app.upload("acme", &t, &id, data.clone()).await, StatusCode::OK).await;
+        let kept = app.stored().await;
+        assert_eq!(kept.len(), 1);
+
+        let regions = strata_api::state::build_regions(&app.cfg).unwrap();
+        let store = &regions.values().next().unwrap().store;
+        // an object whose image never existed, and a stray blob beside a ready image's real one
+        for image in [ImageId::new(), ImageId::parse(&id).unwrap()] {
+            let mut w = store.begin_write(image, BlobId::new()).await.unwrap();
+            w.write(bytes::Bytes::from_static(b"orphaned bytes")).await.unwrap();
+            w.finish().await.unwrap();
+        }
+        // what a process killed mid-upload leaves on local disk
+        let staging = app.blobs_dir().join("images").join(ImageId::new().to_string());
+        if app.cfg.regions.is_empty() {
+            std::fs::create_dir_all(&staging).unwrap();
+            std::fs::write(staging.join(format!("{}#7", BlobId::new())), b"partial").unwrap();
+        }
+        assert_eq!(app.stored().await.len(), if app.cfg.regions.is_empty() { 4 } else { 3 });
+
+        let db = strata_api::db::connect(&app.cfg.database_url(), Some(2)).await.unwrap();
+        let sweeper = Sweeper::new(db, regions.clone(), app.cfg.sweeper.clone());
+        let report = sweeper.sweep_once().await.unwrap();
+        assert_eq!(report.objects_removed.len(), 2, "{report:?}");
+        assert_eq!(
+            report.staging_removed.len(),
+            usize::from(app.cfg.regions.is_empty()),
+            "{report:?}"
+        );
+        assert_eq!(app.stored().await, kept, "only the ready image's bytes remain");
+        // a second pass (another replica, say) finds nothing more
+        let again = sweeper.sweep_once().await.unwrap();
+        assert!(again.objects_removed.is_empty() && again.staging_removed.is_empty());
+        let file = app
+            .req(
+                Method::GET,
+                &format!("{}/images/{id}/file", app.v1("acme", "local")),
+                &t,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(file.bytes().await.unwrap().as_ref(), &data[..]);
+
+        // with the default grace period, fresh objects are left alone
+        let mut w = store.begin_write(ImageId::new(), BlobId::new()).await.unwrap();
+        w.write(bytes::Bytes::from_static(b"young")).await.unwrap();
+        w.finish().await.unwrap();
+        let cautious = Sweeper::new(
+            strata_api::db::connect(&app.cfg.database_url(), Some(2)).await.unwrap(),
+            regions,
+            strata_api::config::SweeperConfig::default(),
+        );
+        assert!(cautious.sweep_once().await.unwrap().objects_removed.is_empty());
+    }
+);
