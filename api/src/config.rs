@@ -139,6 +139,8 @@ pub struct SweeperConfig {
     pub interval_secs: u64,
     /// Objects and staging files younger than this are never touched.
     pub grace_secs: u64,
+    /// Recorded multipart uploads older than this are aborted: longer than any live upload runs.
+    pub multipart_grace_secs: u64,
 }
 
 impl Default for SweeperConfig {
@@ -147,6 +149,7 @@ impl Default for SweeperConfig {
             enabled: true,
             interval_secs: 600,
             grace_secs: 3600,
+            multipart_grace_secs: 86400,
         }
     }
 }

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_images;
 mod m20261122_000002_import_jobs;
 mod m20261122_000003_usage;
+mod m20261122_000004_multipart_uploads;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_images::Migration),
             Box::new(m20261122_000002_import_jobs::Migration),
             Box::new(m20261122_000003_usage::Migration),
+            Box::new(m20261122_000004_multipart_uploads::Migration),
         ]
     }
 }

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt, WriteMultipart};
 use strata_domain::ids::{BlobId, ImageId};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub struct BlobStore {
     /// Set for local disk, where an interrupted multipart write leaves `<key>#<n>` staging files
     /// that object_store does not list.
     local_root: Option<std::path::PathBuf>,
+    /// Set for object stores: writes go through explicit multipart uploads whose ids are known,
+    /// so an upload left by a process that died can be aborted by any other.
+    multipart: Option<Arc<dyn MultipartStore>>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -108,16 +112,24 @@ impl BlobStore {
         let store = b
             .build()
             .map_err(|e| StorageError::Config(format!("S3 bucket {}: {e}", s3.bucket)))?;
-        let inner: Arc<dyn ObjectStore> = match s3
+        let prefix = s3
             .prefix
             .as_deref()
             .map(|p| p.trim_matches('/'))
-            .filter(|p| !p.is_empty())
-        {
-            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(store, prefix)),
-            None => Arc::new(store),
+            .filter(|p| !p.is_empty());
+        let (inner, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match prefix {
+            Some(prefix) => {
+                let p = Arc::new(object_store::prefix::PrefixStore::new(store, prefix));
+                (p.clone(), p)
+            }
+            None => {
+                let p = Arc::new(store);
+                (p.clone(), p)
+            }
         };
-        Ok(Self::new(inner, 8 << 20, 2))
+        let mut this = Self::new(inner, 8 << 20, 2);
+        this.multipart = Some(multipart);
+        Ok(this)
     }
 
     pub fn new(inner: Arc<dyn ObjectStore>, chunk_size: usize, max_concurrency: usize) -> Self {
@@ -126,6 +138,7 @@ impl BlobStore {
             chunk_size,
             max_concurrency: max_concurrency.max(1),
             local_root: None,
+            multipart: None,
         }
     }
 
@@ -273,44 +286,171 @@ impl BlobStore {
     /// Starts writing an image's bytes. Nothing is visible under the key until
     /// [`BlobWriter::finish`]; dropping the writer unfinished aborts the upload.
     pub async fn begin_write(&self, image: ImageId, blob: BlobId) -> Result<BlobWriter, StorageError> {
-        let upload = self.inner.put_multipart(&Self::image_key(image, blob)).await?;
+        let path = Self::image_key(image, blob);
+        let inner = match &self.multipart {
+            Some(store) => {
+                let id = store.create_multipart(&path).await?;
+                Inner::Parts(PartsWriter {
+                    store: store.clone(),
+                    path,
+                    id,
+                    buf: bytes::BytesMut::new(),
+                    chunk: self.chunk_size,
+                    inflight: tokio::task::JoinSet::new(),
+                    next: 0,
+                    parts: Vec::new(),
+                })
+            }
+            None => {
+                let upload = self.inner.put_multipart(&path).await?;
+                Inner::Stream(WriteMultipart::new_with_chunk_size(upload, self.chunk_size))
+            }
+        };
         Ok(BlobWriter {
-            inner: Some(WriteMultipart::new_with_chunk_size(upload, self.chunk_size)),
+            inner: Some(inner),
             max_concurrency: self.max_concurrency,
         })
+    }
+
+    /// Aborts a multipart upload by id, from any process (no-op for local disk, whose staging
+    /// files [`Self::discard`] and [`Self::sweep_staging`] remove).
+    pub async fn abort_upload(&self, image: ImageId, blob: BlobId, upload_id: &str) -> Result<(), StorageError> {
+        if let Some(store) = &self.multipart {
+            match store
+                .abort_multipart(&Self::image_key(image, blob), &upload_id.to_owned())
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 
 /// An open multipart write. Memory use is bounded by chunk size x concurrency.
 pub struct BlobWriter {
-    inner: Option<WriteMultipart>,
+    inner: Option<Inner>,
     max_concurrency: usize,
 }
 
-impl BlobWriter {
-    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
-        let w = self
-            .inner
-            .as_mut()
-            .ok_or_else(|| StorageError::Config("writer already closed".into()))?;
-        w.wait_for_capacity(self.max_concurrency).await?;
-        w.put(bytes);
-        Ok(())
+enum Inner {
+    /// Local disk: object_store's own writer (a staging file renamed on completion).
+    Stream(WriteMultipart),
+    /// Object stores: explicit parts of a multipart upload whose id is known.
+    Parts(PartsWriter),
+}
+
+struct PartsWriter {
+    store: Arc<dyn MultipartStore>,
+    path: Path,
+    id: MultipartId,
+    buf: bytes::BytesMut,
+    chunk: usize,
+    inflight: tokio::task::JoinSet<Result<(usize, PartId), object_store::Error>>,
+    next: usize,
+    parts: Vec<Option<PartId>>,
+}
+
+impl PartsWriter {
+    async fn collect_one(&mut self) -> Result<(), StorageError> {
+        match self.inflight.join_next().await {
+            Some(Ok(Ok((idx, part)))) => {
+                if self.parts.len() <= idx {
+                    self.parts.resize(idx + 1, None);
+                }
+                self.parts[idx] = Some(part);
+                Ok(())
+            }
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(join)) => Err(StorageError::Config(format!("part upload task failed: {join}"))),
+            None => Ok(()),
+        }
     }
 
-    pub async fn finish(mut self) -> Result<(), StorageError> {
-        match self.inner.take() {
-            Some(w) => {
-                w.finish().await?;
+    async fn send(&mut self, data: Bytes, max: usize) -> Result<(), StorageError> {
+        while self.inflight.len() >= max {
+            self.collect_one().await?;
+        }
+        let (store, path, id, idx) = (self.store.clone(), self.path.clone(), self.id.clone(), self.next);
+        self.next += 1;
+        self.inflight
+            .spawn(async move { store.put_part(&path, &id, idx, data.into()).await.map(|p| (idx, p)) });
+        Ok(())
+    }
+}
+
+impl BlobWriter {
+    /// The multipart upload id, for stores where another process may have to abort it.
+    pub fn upload_id(&self) -> Option<&str> {
+        match &self.inner {
+            Some(Inner::Parts(p)) => Some(p.id.as_str()),
+            _ => None,
+        }
+    }
+
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+        let max = self.max_concurrency;
+        match self.inner.as_mut() {
+            Some(Inner::Stream(w)) => {
+                w.wait_for_capacity(max).await?;
+                w.put(bytes);
+                Ok(())
+            }
+            Some(Inner::Parts(p)) => {
+                p.buf.extend_from_slice(&bytes);
+                while p.buf.len() >= p.chunk {
+                    let part = p.buf.split_to(p.chunk).freeze();
+                    p.send(part, max).await?;
+                }
                 Ok(())
             }
             None => Err(StorageError::Config("writer already closed".into())),
         }
     }
 
+    pub async fn finish(mut self) -> Result<(), StorageError> {
+        let max = self.max_concurrency;
+        match self.inner.take() {
+            Some(Inner::Stream(w)) => {
+                w.finish().await?;
+                Ok(())
+            }
+            Some(Inner::Parts(mut p)) => {
+                let result = async {
+                    if !p.buf.is_empty() || p.next == 0 {
+                        let last = std::mem::take(&mut p.buf).freeze();
+                        p.send(last, max).await?;
+                    }
+                    while !p.inflight.is_empty() {
+                        p.collect_one().await?;
+                    }
+                    let parts = std::mem::take(&mut p.parts)
+                        .into_iter()
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| StorageError::Config("a part of the upload is missing".into()))?;
+                    p.store.complete_multipart(&p.path, &p.id, parts).await?;
+                    Ok(())
+                }
+                .await;
+                if result.is_err() {
+                    p.inflight.abort_all();
+                    let _ = p.store.abort_multipart(&p.path, &p.id).await;
+                }
+                result
+            }
+            None => Err(StorageError::Config("writer already closed".into())),
+        }
+    }
+
     pub async fn abort(mut self) -> Result<(), StorageError> {
-        if let Some(w) = self.inner.take() {
-            w.abort().await?;
+        match self.inner.take() {
+            Some(Inner::Stream(w)) => w.abort().await?,
+            Some(Inner::Parts(mut p)) => {
+                p.inflight.abort_all();
+                p.store.abort_multipart(&p.path, &p.id).await?;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -319,9 +459,16 @@ impl BlobWriter {
 impl Drop for BlobWriter {
     /// A writer dropped mid-way (a cancelled request, a panic) must not leave a partial upload.
     fn drop(&mut self) {
-        if let (Some(w), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) {
+        if let (Some(inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) {
             rt.spawn(async move {
-                if let Err(e) = w.abort().await {
+                let res = match inner {
+                    Inner::Stream(w) => w.abort().await,
+                    Inner::Parts(mut p) => {
+                        p.inflight.abort_all();
+                        p.store.abort_multipart(&p.path, &p.id).await
+                    }
+                };
+                if let Err(e) = res {
                     tracing::warn!(error = %e, "aborting an abandoned upload failed");
                 }
             });

@@ -38,6 +38,16 @@ pub enum IngestError<E> {
     Storage(#[from] StorageError),
 }
 
+/// Where multipart upload ids are recorded while uploads are open, so that an upload left by a
+/// process that died can be found and aborted by another (takeover, sweeper).
+#[async_trait::async_trait]
+pub trait UploadLedger: Send + Sync {
+    /// Called before any data goes into the upload.
+    async fn started(&self, image: ImageId, blob: BlobId, upload_id: &str) -> Result<(), StorageError>;
+    /// Called once the upload is completed or aborted.
+    async fn ended(&self, upload_id: &str);
+}
+
 /// Streams `body` into the blob `(image, blob)`. Returns only after the object is complete and
 /// verified; on error nothing remains under the key.
 pub async fn ingest<S, E>(
@@ -46,6 +56,7 @@ pub async fn ingest<S, E>(
     blob: BlobId,
     mut body: S,
     limits: &IngestLimits,
+    ledger: Option<&dyn UploadLedger>,
     mut progress: impl FnMut(u64),
 ) -> Result<Ingested, IngestError<E>>
 where
@@ -78,6 +89,16 @@ where
 
     // 2. Stream the rest. The writer aborts itself if this future is dropped.
     let mut writer = store.begin_write(image, blob).await?;
+    let recorded = match (ledger, writer.upload_id().map(str::to_owned)) {
+        (Some(l), Some(id)) => match l.started(image, blob, &id).await {
+            Ok(()) => Some((l, id)),
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        },
+        _ => None,
+    };
     let result = async {
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
@@ -115,18 +136,19 @@ where
     }
     .await;
 
-    match result {
-        Ok(done) => {
-            writer.finish().await?;
-            Ok(done)
-        }
+    let outcome = match result {
+        Ok(done) => writer.finish().await.map(|()| done).map_err(IngestError::from),
         Err(e) => {
             if let Err(abort_err) = writer.abort().await {
                 tracing::warn!(error = %abort_err, %image, %blob, "aborting a failed upload failed");
             }
             Err(e)
         }
+    };
+    if let Some((l, id)) = recorded {
+        l.ended(&id).await;
     }
+    outcome
 }
 
 #[cfg(test)]
@@ -174,6 +196,7 @@ mod tests {
             blob,
             chunks(&data, 7000),
             &limits(1 << 30, Some(sha.clone())),
+            None,
             |n| seen = n,
         )
         .await
@@ -199,7 +222,18 @@ mod tests {
         let data = samples::raw_mbr(4 * INSPECT_LEN);
         let run = |data: Vec<u8>, l: IngestLimits| {
             let store = store.clone();
-            async move { ingest(&store, ImageId::new(), BlobId::new(), chunks(&data, 4096), &l, |_| {}).await }
+            async move {
+                ingest(
+                    &store,
+                    ImageId::new(),
+                    BlobId::new(),
+                    chunks(&data, 4096),
+                    &l,
+                    None,
+                    |_| {},
+                )
+                .await
+            }
         };
         assert!(matches!(
             run(data.clone(), limits(1000, None)).await,
@@ -228,6 +262,7 @@ mod tests {
             BlobId::new(),
             broken,
             &limits(1 << 30, None),
+            None,
             |_| {},
         )
         .await;

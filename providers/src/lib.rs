@@ -7,4 +7,4 @@ pub mod ingest;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};
 pub use fetch::{Download, FetchError, FetchPolicy, Fetcher, Source};
-pub use ingest::{IngestError, IngestLimits, Ingested, ingest};
+pub use ingest::{IngestError, IngestLimits, Ingested, UploadLedger, ingest};

@@ -267,3 +267,25 @@ fn check_config_validates_without_side_effects() {
         assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
     }
 }
+
+/// Replicas starting together on a fresh PostgreSQL database must not trip over each other's
+/// migrations.
+#[tokio::test]
+async fn concurrent_migrations_on_postgres() {
+    let url = fresh_pg_database().await;
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["migrate"])
+                .env("STRATA__DATABASE__URL", &url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

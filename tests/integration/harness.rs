@@ -118,6 +118,19 @@ pub async fn s3_bucket() -> String {
     name
 }
 
+/// Multipart uploads open in a bucket (S3 ListMultipartUploads).
+pub async fn s3_open_uploads(bucket: &str) -> usize {
+    let body = Client::new()
+        .get(format!("{}/{bucket}?uploads", s3_endpoint()))
+        .send()
+        .await
+        .expect("list multipart uploads")
+        .text()
+        .await
+        .expect("body");
+    body.matches("<UploadId>").count()
+}
+
 /// Puts the default region on S3, with credentials in files (as a mounted secret would be).
 pub fn use_s3(cfg: &mut Config, bucket: &str) {
     use strata_api::config::{ProviderConfig, RegionConfig};
@@ -246,8 +259,16 @@ impl TestApp {
         self.cfg.data_dir.join("blobs")
     }
 
-    /// What the region's storage holds: object keys under `images/`, plus, on local disk, any
-    /// multipart staging files (which object listings do not show).
+    /// The bucket of an S3-backed test app.
+    pub fn s3_bucket_name(&self) -> Option<String> {
+        self.cfg.regions.iter().find_map(|r| match &r.provider {
+            strata_api::config::ProviderConfig::S3 { bucket, .. } => Some(bucket.clone()),
+            _ => None,
+        })
+    }
+
+    /// What the region's storage holds: object keys under `images/`, plus what object listings
+    /// do not show: multipart staging files on local disk, open multipart uploads on S3.
     pub async fn stored(&self) -> Vec<String> {
         let regions = strata_api::state::build_regions(&self.cfg).expect("regions");
         let store = &regions.values().next().expect("a region").store;
@@ -262,6 +283,11 @@ impl TestApp {
             let f = f.to_string_lossy().into_owned();
             if f.contains('#') {
                 keys.push(f);
+            }
+        }
+        if let Some(bucket) = self.s3_bucket_name() {
+            for i in 0..s3_open_uploads(&bucket).await {
+                keys.push(format!("open multipart upload #{i}"));
             }
         }
         keys.sort();

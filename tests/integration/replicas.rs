@@ -15,6 +15,7 @@ struct Pair {
     a: Server,
     b: Server,
     token: String,
+    bucket: String,
     _dir: tempfile::TempDir,
 }
 
@@ -68,7 +69,13 @@ secret_access_key_file = "{d}/secret"
     ])
     .trim()
     .to_owned();
-    Pair { a, b, token, _dir: dir }
+    Pair {
+        a,
+        b,
+        token,
+        bucket,
+        _dir: dir,
+    }
 }
 
 fn images(server: &Server, org: &str) -> String {
@@ -167,9 +174,10 @@ async fn two_replicas_share_one_truth() {
 async fn an_import_outlives_the_replica_that_started_it() {
     let mut p = two_replicas().await;
     let client = reqwest::Client::new();
-    let data = samples::raw_mbr(10 << 20);
+    let data = samples::raw_mbr(24 << 20);
     let sha = hex::encode(Sha256::digest(&data));
-    let up = Upstream::start(data.clone(), Behaviour::StallAfter(6 << 20)).await;
+    // 18 MiB before the stall: A has sent parts of its multipart upload when it dies
+    let up = Upstream::start(data.clone(), Behaviour::StallAfter(18 << 20)).await;
     let res = client
         .post(images(&p.a, "acme"))
         .bearer_auth(&p.token)
@@ -190,7 +198,7 @@ async fn an_import_outlives_the_replica_that_started_it() {
             .json()
             .await
             .unwrap();
-        if i["status"]["bytesDone"].as_u64().unwrap_or(0) > 0 {
+        if i["status"]["bytesDone"].as_u64().unwrap_or(0) >= 16 << 20 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,4 +234,6 @@ async fn an_import_outlives_the_replica_that_started_it() {
         .unwrap();
     assert_eq!(file.bytes().await.unwrap().as_ref(), &data[..]);
     assert_eq!(up.requests().len(), 3, "peek, A's copy, B's copy: {:?}", up.requests());
+    // A's multipart upload, which A could not abort, was aborted by B when it took over
+    assert_eq!(s3_open_uploads(&p.bucket).await, 0);
 }

@@ -52,9 +52,33 @@ both!(
             "{report:?}"
         );
         assert_eq!(app.stored().await, kept, "only the ready image's bytes remain");
+        // on S3: an upload a dead process left open (recorded, never completed or aborted)
+        if let Some(bucket) = app.s3_bucket_name() {
+            let db = strata_api::db::connect(&app.cfg.database_url(), Some(2)).await.unwrap();
+            let region = strata_domain::ids::RegionId::parse("local").unwrap();
+            let (image, blob) = (ImageId::new(), BlobId::new());
+            let mut w = store.begin_write(image, blob).await.unwrap();
+            use strata_providers::UploadLedger;
+            let ledger = strata_api::db::uploads::DbLedger(&db, &region);
+            ledger.started(image, blob, w.upload_id().unwrap()).await.unwrap();
+            w.write(bytes::Bytes::from(vec![7u8; 9 << 20])).await.unwrap();
+            std::mem::forget(w); // the process "dies": no abort on drop
+            assert_eq!(s3_open_uploads(&bucket).await, 1);
+            let mut cfg = app.cfg.sweeper.clone();
+            cfg.multipart_grace_secs = 0;
+            let report = Sweeper::new(db, regions.clone(), cfg)
+                .sweep_once()
+                .await
+                .map_err(|e| format!("{e:#}"))
+                .unwrap();
+            assert_eq!(report.uploads_aborted.len(), 1, "{report:?}");
+            assert_eq!(s3_open_uploads(&bucket).await, 0);
+        }
         // a second pass (another replica, say) finds nothing more
         let again = sweeper.sweep_once().await.unwrap();
-        assert!(again.objects_removed.is_empty() && again.staging_removed.is_empty());
+        assert!(
+            again.objects_removed.is_empty() && again.staging_removed.is_empty() && again.uploads_aborted.is_empty()
+        );
         let file = app
             .req(
                 Method::GET,

@@ -136,3 +136,23 @@ pub mod org_usage {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod multipart_uploads {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "multipart_uploads")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub upload_id: String,
+        pub region_id: String,
+        pub image_id: String,
+        pub blob_id: String,
+        pub started_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

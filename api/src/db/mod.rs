@@ -6,6 +6,7 @@ pub mod consumers;
 pub mod entities;
 pub mod images;
 pub mod jobs;
+pub mod uploads;
 pub mod usage;
 
 use std::time::Duration;
@@ -57,8 +58,21 @@ fn redact_db_error(e: &DbErr) -> String {
     }
 }
 
+/// Applies pending migrations. On PostgreSQL, replicas starting together take turns: the
+/// migrations run in one transaction (PostgreSQL DDL is transactional) holding an advisory lock,
+/// so the second replica waits and then finds nothing left to do.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    strata_migrations::Migrator::up(db, None).await?;
+    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    if db.get_database_backend() == DbBackend::Postgres {
+        let txn = db.begin().await?;
+        // an arbitrary key, the same in every Strata process
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(5326957321001)")
+            .await?;
+        strata_migrations::Migrator::up(&txn, None).await?;
+        txn.commit().await?;
+    } else {
+        strata_migrations::Migrator::up(db, None).await?;
+    }
     Ok(())
 }
 

@@ -210,7 +210,8 @@ where
         expected_sha256: img.expected_sha256.clone(),
     };
     let store = &access.region.store;
-    let done = ingest(store, id, blob, body, &limits, |_| {})
+    let ledger = db::uploads::DbLedger(&st.db, access.region_id());
+    let done = ingest(store, id, blob, body, &limits, Some(&ledger), |_| {})
         .await
         .map_err(|e| match e {
             IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat {

@@ -296,7 +296,12 @@ impl Importer {
         Ok(())
     }
 
+    /// Removes everything an attempt may have written: the object, local staging files, and any
+    /// multipart upload it recorded (which a dead process could not abort itself).
     async fn discard(&self, region: &Region, image: ImageId, blob: BlobId) {
+        if let Err(e) = db::uploads::abort_for_blob(&self.db, &region.store, image, blob).await {
+            tracing::warn!(%image, %blob, error = %e, "aborting a partial import's upload failed");
+        }
         if let Err(e) = region.store.discard(image, blob).await {
             tracing::warn!(%image, %blob, error = %e, "removing a partial import failed");
         }
@@ -354,9 +359,16 @@ impl Importer {
                 }
             }
             let progress = done.clone();
-            ingest(&region.store, image, blob, dl.stream, &limits, move |n| {
-                progress.store(n, Ordering::Relaxed)
-            })
+            let ledger = db::uploads::DbLedger(&self.db, &region.policy.id);
+            ingest(
+                &region.store,
+                image,
+                blob,
+                dl.stream,
+                &limits,
+                Some(&ledger),
+                move |n| progress.store(n, Ordering::Relaxed),
+            )
             .await
             .map_err(|e| match e {
                 IngestError::ChecksumMismatch { expected, actual } => Outcome::Permanent(format!(

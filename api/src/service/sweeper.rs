@@ -26,6 +26,8 @@ pub struct Sweeper {
 pub struct SweepReport {
     pub objects_removed: Vec<String>,
     pub staging_removed: Vec<String>,
+    /// Multipart uploads a dead process left open (by upload id).
+    pub uploads_aborted: Vec<String>,
 }
 
 impl Sweeper {
@@ -54,6 +56,16 @@ impl Sweeper {
         let grace = Duration::from_secs(self.cfg.grace_secs);
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let mut report = SweepReport::default();
+        let mp_grace = Duration::from_secs(self.cfg.multipart_grace_secs);
+        let mp_cutoff = crate::db::now().timestamp_micros() - i64::try_from(mp_grace.as_micros()).unwrap_or(i64::MAX);
+        for open in crate::db::uploads::older_than(&self.db, mp_cutoff).await? {
+            let Some(region) = self.regions.get(&open.region) else {
+                continue;
+            };
+            crate::db::uploads::abort(&self.db, &region.store, &open).await?;
+            tracing::info!(region = %open.region, image = %open.image, "sweeper aborted a stale multipart upload");
+            report.uploads_aborted.push(open.upload_id);
+        }
         for (region_id, region) in &self.regions {
             let objects = region.store.list_images().await?;
             let old: Vec<_> = objects.into_iter().filter(|o| o.last_modified < cutoff).collect();
