@@ -271,7 +271,8 @@ impl TestApp {
     /// do not show: multipart staging files on local disk, open multipart uploads on S3.
     pub async fn stored(&self) -> Vec<String> {
         let regions = strata_api::state::build_regions(&self.cfg).expect("regions");
-        let store = &regions.values().next().expect("a region").store;
+        let local = strata_domain::ids::RegionId::parse("local").expect("id");
+        let store = &regions.get(&local).expect("the test region \"local\"").store;
         let mut keys: Vec<String> = store
             .list_images()
             .await

@@ -102,3 +102,62 @@ both!(
         assert!(cautious.sweep_once().await.unwrap().objects_removed.is_empty());
     }
 );
+
+/// One process, two regions on different providers: each keeps its own bytes, and readiness
+/// covers both (the bucket too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_mix_providers() {
+    let bucket = s3_bucket().await;
+    let app = spawn_with(Backend::Postgres, move |cfg| {
+        use_s3(cfg, &bucket); // region "local" on S3 ...
+        cfg.regions.push(strata_api::config::RegionConfig {
+            id: "disk".into(),
+            organizations: None,
+            provider: strata_api::config::ProviderConfig::Local {
+                root: cfg.data_dir.join("disk"),
+            },
+        }); // ... and region "disk" on local disk
+    })
+    .await;
+    let t = app.token(&["acme"]);
+    for (region, size) in [("local", 300_000), ("disk", 200_000)] {
+        let url = format!("{}/images", app.v1("acme", region));
+        let img = app
+            .req(Method::POST, &url, &t)
+            .json(&serde_json::json!({"name": "x", "source": {"type": "upload"}}))
+            .send()
+            .await
+            .unwrap();
+        let img = expect_status(img, StatusCode::CREATED).await;
+        let file = format!("{url}/{}/file", img["id"].as_str().unwrap());
+        let data = samples::raw_mbr(size);
+        let res = app
+            .req(Method::PUT, &file, &t)
+            .header("content-type", "application/octet-stream")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        expect_status(res, StatusCode::OK).await;
+        let got = app
+            .req(Method::GET, &file, &t)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), &data[..], "{region}");
+    }
+    // the local region's bytes are on disk, the S3 region's in the bucket
+    assert_eq!(files_under(&app.cfg.data_dir.join("disk")).len(), 1);
+    assert_eq!(
+        app.stored().await.len(),
+        1,
+        "the S3 region holds exactly its one object"
+    );
+    let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let ready = expect_status(ready, StatusCode::OK).await;
+    assert_eq!(ready["checks"]["region:local"], "ok");
+    assert_eq!(ready["checks"]["region:disk"], "ok");
+}
