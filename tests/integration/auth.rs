@@ -315,3 +315,92 @@ both!(
         .await;
     }
 );
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// ES256 and EdDSA public keys from PEM files, and an RS256 key from a JWKS document, each pinned
+/// to its algorithm and matched by kid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec_eddsa_and_jwks_keys() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &p("ec.key"),
+    ]);
+    openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &p("ec.key"), "-out", &p("ec.pk8")]);
+    openssl(&["ec", "-in", &p("ec.key"), "-pubout", "-out", &p("ec.pub")]);
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", &p("ed.key")]);
+    openssl(&["pkey", "-in", &p("ed.key"), "-pubout", "-out", &p("ed.pub")]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &p("rsa.key"),
+    ]);
+    // JWKS: the RSA public key as n and e (65537 = AQAB)
+    let modulus = String::from_utf8(openssl(&["rsa", "-in", &p("rsa.key"), "-noout", "-modulus"])).unwrap();
+    let hex_n = modulus.trim().trim_start_matches("Modulus=");
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(hex_n).unwrap());
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig", "n": n, "e": "AQAB"}]});
+    std::fs::write(p("jwks.json"), jwks.to_string()).unwrap();
+
+    let (ec_pub, ed_pub, jwks_path) = (p("ec.pub"), p("ed.pub"), p("jwks.json"));
+    let app = spawn_with(Backend::Sqlite, move |cfg| {
+        use strata_api::config::KeyConfig;
+        cfg.auth.dev_key = false;
+        let key = |kid: &str, alg: &str, file: &str| KeyConfig {
+            kid: Some(kid.into()),
+            algorithm: alg.into(),
+            secret: None,
+            secret_file: None,
+            public_key_file: Some(file.into()),
+        };
+        cfg.auth.keys = vec![key("ec-1", "ES256", &ec_pub), key("ed-1", "EdDSA", &ed_pub)];
+        cfg.auth.jwks_file = Some(jwks_path.into());
+    })
+    .await;
+    let url = format!("{}/images", app.v1("acme", "local"));
+    let sign = |alg: Algorithm, kid: &str, key: EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &claims(3600), &key).unwrap()
+    };
+    let ec = EncodingKey::from_ec_pem(&std::fs::read(p("ec.pk8")).unwrap()).unwrap();
+    let ed = EncodingKey::from_ed_pem(&std::fs::read(p("ed.key")).unwrap()).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(p("rsa.key")).unwrap()).unwrap();
+    for (what, token) in [
+        ("ES256", sign(Algorithm::ES256, "ec-1", ec.clone())),
+        ("EdDSA", sign(Algorithm::EdDSA, "ed-1", ed.clone())),
+        ("RS256 from JWKS", sign(Algorithm::RS256, "rsa-1", rsa.clone())),
+    ] {
+        let res = app.req(Method::GET, &url, &token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{what}");
+    }
+    // a kid naming another key's slot, or another algorithm with the right kid, is refused
+    for (what, token) in [
+        ("EdDSA token under the EC kid", sign(Algorithm::EdDSA, "ec-1", ed)),
+        ("RS512 under the JWKS kid", sign(Algorithm::RS512, "rsa-1", rsa)),
+        ("unknown kid", sign(Algorithm::ES256, "nope", ec)),
+    ] {
+        let res = app.req(Method::GET, &url, &token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{what}");
+    }
+}
