@@ -151,10 +151,6 @@ impl Fetcher {
         Self { policy }
     }
 
-    pub fn policy(&self) -> &FetchPolicy {
-        &self.policy
-    }
-
     /// Checks a URL against the policy and resolves it: the addresses returned are the only ones
     /// the request may connect to.
     pub async fn vet(&self, url: &Url) -> Result<Vec<SocketAddr>, FetchError> {
