@@ -55,6 +55,31 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
+/// Removes the staging files in one image directory that `doomed(name, metadata)` selects, then
+/// the directory itself if that left it empty (as object_store's automatic cleanup would).
+fn remove_staging_in(
+    dir: &std::path::Path,
+    doomed: impl Fn(&str, &std::fs::Metadata) -> bool,
+) -> Result<Vec<String>, StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(StorageError::Config(format!("cannot list {}: {e}", dir.display()))),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if doomed(&name, &meta) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| StorageError::Config(format!("cannot remove staging file: {e}")))?;
+            removed.push(entry.path().display().to_string());
+        }
+    }
+    let _ = std::fs::remove_dir(dir); // only succeeds when empty
+    Ok(removed)
+}
+
 /// A stored object, as listed.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
@@ -218,58 +243,29 @@ impl BlobStore {
     pub async fn discard(&self, image: ImageId, blob: BlobId) -> Result<(), StorageError> {
         self.delete(image, blob).await?;
         if let Some(root) = &self.local_root {
-            let dir = root.join("images").join(image.to_string());
             let prefix = format!("{blob}#");
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(StorageError::Config(format!("cannot list {}: {e}", dir.display()))),
-            };
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    std::fs::remove_file(entry.path())
-                        .map_err(|e| StorageError::Config(format!("cannot remove staging file: {e}")))?;
-                }
-            }
-            // like object_store's automatic cleanup: no empty directories left behind
-            let _ = std::fs::remove_dir(&dir);
+            let dir = root.join("images").join(image.to_string());
+            remove_staging_in(&dir, |name, _| name.starts_with(&prefix))?;
         }
         Ok(())
     }
 
     /// Removes local multipart staging files (`<key>#<n>`) not written to for `older_than`: what
     /// a process killed mid-upload leaves. Returns the paths removed. No-op for object stores,
-    /// whose unfinished multipart uploads are invisible to listings.
+    /// whose unfinished multipart uploads the upload ledger tracks instead.
     pub fn sweep_staging(&self, older_than: std::time::Duration) -> Result<Vec<String>, StorageError> {
         let Some(root) = &self.local_root else {
             return Ok(vec![]);
         };
-        let mut removed = Vec::new();
-        let images = root.join("images");
-        let Ok(dirs) = std::fs::read_dir(&images) else {
+        let Ok(dirs) = std::fs::read_dir(root.join("images")) else {
             return Ok(vec![]);
         };
+        let mut removed = Vec::new();
         for dir in dirs.flatten() {
-            let Ok(files) = std::fs::read_dir(dir.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                if !f.file_name().to_string_lossy().contains('#') {
-                    continue;
-                }
-                let stale = f
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age >= older_than);
-                if stale {
-                    std::fs::remove_file(f.path())
-                        .map_err(|e| StorageError::Config(format!("cannot remove staging file: {e}")))?;
-                    removed.push(f.path().display().to_string());
-                }
-            }
-            let _ = std::fs::remove_dir(dir.path()); // only succeeds when empty
+            removed.extend(remove_staging_in(&dir.path(), |name, meta| {
+                let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+                name.contains('#') && age.is_some_and(|age| age >= older_than)
+            })?);
         }
         Ok(removed)
     }

@@ -201,40 +201,46 @@ pub async fn finish_ready(
     limits: impl Fn(&str) -> Limits,
 ) -> ApiResult<bool> {
     let txn = db.begin().await?;
-    let owner_org = owning_org(&txn, image).await?;
-    let res = import_jobs::Entity::delete_many()
-        .filter(owned(image, owner))
-        .exec(&txn)
-        .await?;
-    if res.rows_affected == 0 {
+    let Some(ended) = end_job(&txn, image, owner).await? else {
         return Ok(false);
-    }
+    };
     if !super::images::mark_ready_in(&txn, image, ImageState::Importing, blob, size, sha256).await? {
         return Ok(false);
     }
-    if let Some((org, region)) = &owner_org {
-        usage::release(&txn, org, region, 0, 0, 1).await?;
+    if let Some((org, region)) = &ended.quota_owner {
         usage::charge_bytes(&txn, org, region, size, limits(org)).await?;
     }
     txn.commit().await?;
     Ok(true)
 }
 
-/// The organization and region an image counts against; `None` for global images.
-async fn owning_org<C: sea_orm::ConnectionTrait>(c: &C, image: ImageId) -> ApiResult<Option<(String, String)>> {
-    let row = images::Entity::find_by_id(image.to_string()).one(c).await?;
-    Ok(row.and_then(|r| r.organization_id.map(|o| (o, r.region_id))))
+struct Ended {
+    /// The (organization, region) the image counts against; `None` for global images.
+    quota_owner: Option<(String, String)>,
+}
+
+/// Inside `txn`: removes the job if this process still holds its lease and gives back its
+/// concurrent-import slot. `None`: the lease (or the image, and the job with it) is gone.
+async fn end_job(txn: &sea_orm::DatabaseTransaction, image: ImageId, owner: &str) -> ApiResult<Option<Ended>> {
+    let res = import_jobs::Entity::delete_many()
+        .filter(owned(image, owner))
+        .exec(txn)
+        .await?;
+    if res.rows_affected == 0 {
+        return Ok(None);
+    }
+    let row = images::Entity::find_by_id(image.to_string()).one(txn).await?;
+    let quota_owner = row.and_then(|r| r.organization_id.map(|o| (o, r.region_id)));
+    if let Some((org, region)) = &quota_owner {
+        usage::release(txn, org, region, 0, 0, 1).await?;
+    }
+    Ok(Some(Ended { quota_owner }))
 }
 
 /// Final failure: the job goes, the image becomes `failed` with a reason a person can act on.
 pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str, reason: &str) -> ApiResult<bool> {
     let txn = db.begin().await?;
-    let owner_org = owning_org(&txn, image).await?;
-    let res = import_jobs::Entity::delete_many()
-        .filter(owned(image, owner))
-        .exec(&txn)
-        .await?;
-    if res.rows_affected == 0 {
+    if end_job(&txn, image, owner).await?.is_none() {
         return Ok(false);
     }
     images::Entity::update_many()
@@ -245,9 +251,6 @@ pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str,
         .filter(images::Column::Id.eq(image.to_string()))
         .exec(&txn)
         .await?;
-    if let Some((org, region)) = &owner_org {
-        usage::release(&txn, org, region, 0, 0, 1).await?;
-    }
     txn.commit().await?;
     Ok(true)
 }

@@ -319,18 +319,14 @@ impl Importer {
     async fn copy(&self, image: ImageId, blob: BlobId, src: &Source, region: &Region) -> Outcome {
         let done = Arc::new(AtomicU64::new(0));
         let total = Arc::new(AtomicU64::new(u64::MAX));
-        let limits = IngestLimits {
-            max_bytes: self.max_image_bytes,
-            expected_sha256: None,
-        };
         let (expected, org) = match db::images::find(&self.db, &region.policy.id, image).await {
             Ok(Some(img)) => (img.expected_sha256, img.organization_id),
             Ok(None) => return Outcome::Lost,
             Err(e) => return Outcome::Retryable(format!("database: {e}")),
         };
         let limits = IngestLimits {
+            max_bytes: self.max_image_bytes,
             expected_sha256: expected,
-            ..limits
         };
         let work = async {
             let dl = self
