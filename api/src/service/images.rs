@@ -226,21 +226,14 @@ where
             IngestError::Storage(e) => ApiError::from(e),
         })?;
     let marked = db::images::mark_ready(&st.db, &img, blob, done.size, &done.sha256, quota(st, &img)).await;
-    let marked = match marked {
-        Ok(m) => m,
-        Err(e) => {
-            // over quota (or a database error): the bytes must not stay behind
-            if let Err(del) = store.delete(id, blob).await {
-                tracing::warn!(image = %id, %blob, error = %del, "removing a refused upload failed");
-            }
-            return Err(e);
-        }
-    };
-    if !marked {
-        // Someone else completed or deleted the image while we were copying: drop our copy.
+    if !matches!(marked, Ok(true)) {
+        // Over quota, a database error, or someone else completed or deleted the image while we
+        // were copying: our bytes must not stay behind.
         if let Err(e) = store.delete(id, blob).await {
-            tracing::warn!(image = %id, %blob, error = %e, "removing a superseded upload failed");
+            tracing::warn!(image = %id, %blob, error = %e, "removing an upload that was not kept failed");
         }
+    }
+    if !marked? {
         let now = find_visible(st, access, id).await?;
         now.require_state(ImageState::Pending)?;
         return Err(ApiError::internal(anyhow::anyhow!(
