@@ -48,6 +48,7 @@ pub struct ImageView {
     pub architecture: Architecture,
     pub os: Option<OsInfo>,
     /// User tags plus the server's read-only `strata.dev/` provenance tags.
+    #[schema(schema_with = shown_tags_schema)]
     pub tags: BTreeMap<String, String>,
     pub protected: bool,
     pub provenance: ProvenanceView,
@@ -103,17 +104,23 @@ impl From<&Image> for ImageView {
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SourceSpec {
     /// The caller uploads the bytes with `PUT .../file`.
+    #[schema(title = "UploadSource")]
     Upload {
-        /// Expected hex sha256 of the upload; a mismatch is refused with `checksum-mismatch`.
+        /// Expected hex sha256 of the upload (optionally prefixed `sha256:`); a mismatch is refused
+        /// with `checksum-mismatch`.
+        #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
     },
     /// The server fetches a raw disk from this URL in the background (state `importing`).
+    #[schema(title = "UrlSource")]
     Url {
         /// `http` or `https`; must resolve to public addresses. Credentials in it are used for the
         /// fetch only: never stored, logged or shown.
-        #[schema(max_length = 2048)]
+        #[schema(min_length = 1, max_length = 2048)]
         url: String,
-        /// Expected hex sha256; a mismatch fails the import with `checksum-mismatch`.
+        /// Expected hex sha256 (optionally prefixed `sha256:`); a mismatch fails the import with
+        /// `checksum-mismatch`.
+        #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
     },
 }
@@ -122,14 +129,17 @@ pub enum SourceSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateImageRequest {
     /// 1-63 lowercase letters, digits, `.`, `_`, `-`; starts and ends alphanumeric.
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
     pub name: String,
-    #[schema(max_length = 1024)]
+    /// Up to 1024 characters; no control characters except newline and tab.
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
     /// Default `x86_64`.
     pub architecture: Option<Architecture>,
     pub os: Option<OsInfo>,
-    /// At most 64; keys 1-63 characters, values up to 255; `strata.dev/` keys are reserved.
+    /// At most 64; keys 1-63 of `A-Za-z0-9._/-`, values up to 255 characters without control
+    /// characters; `strata.dev/` keys are reserved (`reserved-tag`).
+    #[schema(schema_with = user_tags_schema)]
     pub tags: Option<BTreeMap<String, String>>,
     /// Protected images cannot be deleted. Default false.
     pub protected: Option<bool>,
@@ -142,25 +152,87 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// A JSON merge patch (RFC 7396): absent fields stay, `null` clears (description) or removes (a tag).
+/// A JSON merge patch (RFC 7396): an absent field stays as it is; `null` removes the field, which
+/// for `description` clears it, for a tag removes that tag, for `tags` removes every user tag, and
+/// for `protected` resets it to its default, `false`. `name` has no default and cannot be null.
+/// A patch that changes nothing leaves the revision and the ETag as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchImageRequest {
-    /// Cannot be null.
+    /// 1-63 lowercase letters, digits, `.`, `_`, `-`; starts and ends alphanumeric. Not nullable.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
+    #[schema(value_type = String, min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
     pub name: Option<Option<String>>,
+    /// Up to 1024 characters; no control characters except newline and tab. `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 1024, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<Option<String>>,
-    /// Per key: a string sets the tag, null removes it. `null` for the whole object removes all user tags.
+    /// Per key: a string sets the tag, null removes it. `null` for the whole object removes all
+    /// user tags. Same limits as on create; `strata.dev/` keys are reserved.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    #[schema(schema_with = tag_patch_schema)]
     pub tags: Option<Option<BTreeMap<String, Option<String>>>>,
-    /// Cannot be null.
+    /// `null` resets it to `false`.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<bool>)]
     pub protected: Option<Option<bool>>,
+}
+
+/// Tag keys, as the domain checks them: 1-63 ASCII letters, digits, `.`, `_`, `-`, `/`.
+const TAG_KEY_PATTERN: &str = r"^[A-Za-z0-9._/-]{1,63}$";
+/// Tag values: no control characters (`char::is_control`: C0, DEL and C1).
+const TAG_VALUE_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+
+/// The OpenAPI schema of a tag map, constrained as the domain checks it. Writable maps refuse
+/// the reserved `strata.dev/` prefix (in any case); a patch map also takes `null` values (remove
+/// the tag) and may itself be `null` (remove every user tag).
+fn tag_map_schema(writable: bool, patch: bool) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let nullable = |t: Type| {
+        if patch {
+            SchemaType::from_iter([t, Type::Null])
+        } else {
+            SchemaType::new(t)
+        }
+    };
+    let mut key = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(strata_domain::tags::MAX_KEY_LEN))
+        .pattern(Some(TAG_KEY_PATTERN))
+        .build();
+    if writable {
+        // utoipa has no builder for `not`; extensions are written flat into the schema object.
+        key.extensions = Some(utoipa::openapi::extensions::Extensions::from_iter([(
+            "not",
+            serde_json::json!({"pattern": "^[Ss][Tt][Rr][Aa][Tt][Aa]\\.[Dd][Ee][Vv]/"}),
+        )]));
+    }
+    let mut value = ObjectBuilder::new().schema_type(nullable(Type::String));
+    if writable {
+        // Shown values include provenance (a reference URL may be up to 2048 characters).
+        value = value
+            .max_length(Some(strata_domain::tags::MAX_VALUE_LEN))
+            .pattern(Some(TAG_VALUE_PATTERN));
+    }
+    ObjectBuilder::new()
+        .schema_type(nullable(Type::Object))
+        .property_names(Some(key))
+        .additional_properties(Some(value))
+        .max_properties(Some(strata_domain::tags::MAX_TAGS))
+        .into()
+}
+
+fn user_tags_schema() -> utoipa::openapi::schema::Schema {
+    tag_map_schema(true, false)
+}
+
+fn tag_patch_schema() -> utoipa::openapi::schema::Schema {
+    tag_map_schema(true, true)
+}
+
+/// Tags as the server shows them: user tags plus the reserved provenance tags.
+fn shown_tags_schema() -> utoipa::openapi::schema::Schema {
+    tag_map_schema(false, false)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -169,7 +241,8 @@ pub struct ConsumerRequest {
     /// What uses the image, e.g. `vm`: 1-63 lowercase letters, digits and `-`.
     #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub kind: String,
-    #[schema(max_length = 1024)]
+    /// Up to 1024 characters; no control characters except newline and tab.
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
 }
 
@@ -324,5 +397,6 @@ pub struct QueryParamsDoc {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `nextPageToken` of the previous page, with the same other parameters.
+    #[param(max_length = 1024, pattern = "^[A-Za-z0-9_-]{1,1024}$")]
     pageToken: Option<String>,
 }

@@ -14,8 +14,9 @@ pub const BEARER: &str = "bearer";
         title = "Strata image service",
         description = "Multi-tenant image service: organization- and region-scoped images (v1) and a \
                        flat per-region query (v2). Every call needs a bearer JWT.",
-        license(name = "Apache-2.0")
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
+    servers((url = "/", description = "The Strata server that serves this document")),
     modifiers(&BearerAuth),
     components(
         schemas(ErrorBody),
@@ -86,12 +87,69 @@ pub struct Internal(ErrorBody);
 /// The full document: the static parts above plus every registered route.
 pub fn document() -> utoipa::openapi::OpenApi {
     use utoipa_actix_web::AppExt;
-    let (_, api) = actix_web::App::new()
+    let (_, mut api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(crate::routes::configure)
         .split_for_parts();
+    add_links(&mut api);
+    close_tagged_variants(&mut api);
     api
+}
+
+/// serde's `deny_unknown_fields` on an internally tagged enum (`SourceSpec`) does not reach the
+/// variants' schemas that utoipa writes; say `additionalProperties: false` on each, as the server
+/// refuses unknown fields there.
+fn close_tagged_variants(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    let Some(components) = api.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut("SourceSpec") {
+        for item in &mut one_of.items {
+            if let RefOr::T(Schema::Object(o)) = item {
+                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
+/// OpenAPI links from `createImage` to the operations on the image it created, so generated
+/// clients and stateful test tools can follow them.
+fn add_links(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::link::LinkBuilder;
+    use utoipa::openapi::RefOr;
+    const FOLLOWERS: [(&str, &str); 6] = [
+        ("GetImage", "getImage"),
+        ("PatchImage", "patchImage"),
+        ("DeleteImage", "deleteImage"),
+        ("UploadImageFile", "uploadImageFile"),
+        ("DownloadImageFile", "downloadImageFile"),
+        ("ListImageConsumers", "listImageConsumers"),
+    ];
+    let path = format!("{}/images", crate::routes::V1_PREFIX);
+    let Some(op) = api
+        .paths
+        .paths
+        .get_mut(&path)
+        .and_then(|item| item.post.as_mut())
+    else {
+        return;
+    };
+    let Some(RefOr::T(created)) = op.responses.responses.get_mut("201") else {
+        return;
+    };
+    for (name, operation_id) in FOLLOWERS {
+        let link = LinkBuilder::new()
+            .operation_id(operation_id)
+            .parameter("organizationID", "$request.path.organizationID")
+            .parameter("regionID", "$request.path.regionID")
+            .parameter("imageID", "$response.body#/id")
+            .description(format!("`{operation_id}` on the image just created"))
+            .build();
+        created.links.insert(name.to_owned(), RefOr::T(link));
+    }
 }
 
 pub fn to_json(api: &utoipa::openapi::OpenApi) -> String {

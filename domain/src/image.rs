@@ -12,11 +12,13 @@ use crate::ids::{BlobId, ImageId, OrganizationId, RegionId};
 use crate::name::{Description, ImageName};
 use crate::tags::{RESERVED_PREFIX, UserTags};
 
+/// A closed set of strings on the wire. The OpenAPI schema is written here by hand from the same
+/// strings serde uses: a `#[serde(rename)]` produced by a macro does not reach utoipa's derive,
+/// which would otherwise list the Rust variant names.
 macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident, $field:literal { $($variant:ident => $s:literal),+ $(,)? }) => {
-        $(#[$doc])*
+    ($(#[doc = $doc:literal])* $name:ident, $field:literal { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $(#[serde(rename = $s)] $variant),+
         }
@@ -27,6 +29,22 @@ macro_rules! string_enum {
                 match self { $($name::$variant => $s),+ }
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let doc: &[&str] = &[$($doc),*];
+                let doc = doc.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($s),+]))
+                    .description((!doc.is_empty()).then_some(doc))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,14 +72,20 @@ string_enum!(
     Visibility, "visibility" { Organization => "organization", Global => "global" }
 );
 string_enum!(
-    /// What the image holds: a whole bootable disk, or (later) a root filesystem.
-    ImageKind, "kind" { Disk => "disk", Rootfs => "rootfs" }
+    /// What the image holds: a whole bootable disk.
+    ImageKind, "kind" { Disk => "disk" }
 );
-string_enum!(DiskFormat, "diskFormat" { Raw => "raw" });
-string_enum!(Architecture, "architecture" { X86_64 => "x86_64", Aarch64 => "aarch64" });
+string_enum!(
+    /// How the bytes are laid out: `raw`, a whole disk with an MBR or GPT.
+    DiskFormat, "diskFormat" { Raw => "raw" }
+);
+string_enum!(
+    /// The CPU architecture the image boots on.
+    Architecture, "architecture" { X86_64 => "x86_64", Aarch64 => "aarch64" }
+);
 string_enum!(
     /// Where the bytes came from.
-    SourceKind, "source" { Upload => "upload", Url => "url", Oci => "oci", DockerArchive => "docker-archive" }
+    SourceKind, "source" { Upload => "upload", Url => "url" }
 );
 string_enum!(
     /// The life cycle: `pending` waits for bytes, `importing` is being copied by the server,
@@ -74,11 +98,14 @@ string_enum!(
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OsInfo {
-    /// e.g. `linux`, `windows`
+    /// e.g. `linux`, `windows`; 1-63 characters, no control characters (as every field here).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub family: String,
     /// e.g. `ubuntu`
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub distro: Option<String>,
     /// e.g. `24.04`
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub version: Option<String>,
 }
 

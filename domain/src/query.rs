@@ -71,6 +71,9 @@ pub struct ImageQuery {
     pub after: Option<Cursor>,
 }
 
+/// Tokens are unpadded URL-safe base64 of a small JSON cursor; anything longer is not ours.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
 #[derive(Serialize, Deserialize)]
 struct Token {
     /// Fingerprint of the filters the token was issued for.
@@ -124,6 +127,9 @@ impl ImageQuery {
                 "is not a token this query returned; start again without it",
             )
         };
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(bad());
+        }
         let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
         let t: Token = serde_json::from_slice(&raw).map_err(|_| bad())?;
         let fits = matches!(

@@ -272,7 +272,7 @@ both!(
         let img = app.create_named("acme", &t, "disk").await;
         let id = img["id"].as_str().unwrap();
         // announce 4 MiB, send 1 MiB, then hang up
-        let addr = app.base.trim_start_matches("http://").to_owned();
+        let addr = app.direct.trim_start_matches("http://").to_owned();
         let path = format!("/api/v1/organizations/acme/regions/local/images/{id}/file");
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         use tokio::io::AsyncWriteExt;

@@ -154,7 +154,12 @@ pub fn use_s3(cfg: &mut Config, bucket: &str) {
 }
 
 pub struct TestApp {
+    /// The app behind the spec-checking proxy (`spec_check`): use this for API calls.
     pub base: String,
+    /// The app itself, for tests of connection handling on raw sockets.
+    pub direct: String,
+    /// What the proxies of this test found that the committed spec does not allow.
+    pub violations: crate::spec_check::Violations,
     pub client: Client,
     pub cfg: Config,
     pub _dir: std::sync::Arc<tempfile::TempDir>,
@@ -180,9 +185,12 @@ pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Config)) -
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = base_config(backend, dir.path()).await;
     customize(&mut cfg);
-    let (base, handle, task) = start(cfg.clone()).await;
+    let violations = crate::spec_check::Violations::default();
+    let (base, direct, handle, task) = start(cfg.clone(), violations.clone()).await;
     TestApp {
         base,
+        direct,
+        violations,
         client: Client::new(),
         cfg,
         _dir: std::sync::Arc::new(dir),
@@ -192,18 +200,26 @@ pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Config)) -
 }
 
 /// Starts one more instance of the application on `cfg` (e.g. a second replica on the same
-/// database and data directory).
+/// database and data directory) behind a spec-checking proxy. Returns the proxy's base URL, the
+/// app's own, and the app's handle and task.
 pub async fn start(
     cfg: Config,
+    violations: crate::spec_check::Violations,
 ) -> (
+    String,
     String,
     actix_web::dev::ServerHandle,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     let app = Application::build(cfg).await.expect("application starts");
-    let base = format!("http://{}", app.addr());
+    let proxy = crate::spec_check::proxy(app.addr(), violations).await;
     let handle = app.handle();
-    (base, handle, tokio::spawn(app.run()))
+    (
+        format!("http://{proxy}"),
+        format!("http://{}", app.addr()),
+        handle,
+        tokio::spawn(app.run()),
+    )
 }
 
 pub async fn run<F, Fut>(backend: Backend, customize: impl FnOnce(&mut Config), body: F)
@@ -213,8 +229,15 @@ where
 {
     let app = spawn_with(backend, customize).await;
     let handle = app.handle.clone();
+    let violations = app.violations.clone();
     body(app).await;
     handle.stop(false).await;
+    let found = violations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        found.is_empty(),
+        "responses that openapi/openapi.json does not allow:\n{}",
+        found.join("\n")
+    );
 }
 
 pub const ALL_SCOPES: &str = "images:read images:write kernels:read kernels:write";
@@ -230,9 +253,11 @@ impl TestApp {
 
     /// Another instance on `cfg` sharing this one's data directory (a second replica, or a restart).
     pub async fn sibling(&self, cfg: Config) -> TestApp {
-        let (base, handle, task) = start(cfg.clone()).await;
+        let (base, direct, handle, task) = start(cfg.clone(), self.violations.clone()).await;
         TestApp {
             base,
+            direct,
+            violations: self.violations.clone(),
             client: Client::new(),
             cfg,
             _dir: self._dir.clone(),

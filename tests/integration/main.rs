@@ -14,5 +14,7 @@ mod openapi_spec;
 mod query;
 mod quotas;
 mod replicas;
+mod spec_check;
+mod terraform;
 mod sweeper;
 mod upstream;

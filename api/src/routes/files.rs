@@ -21,7 +21,8 @@ const OCTET: &str = "application/octet-stream";
     request_body(content = Binary, content_type = "application/octet-stream",
         description = "A raw disk image: MBR with boot signature and sane partition entries, or a protective MBR followed by a GPT header"),
     responses(
-        (status = 200, description = "Stored and verified; the image is `ready`", body = ImageView),
+        (status = 200, description = "Stored and verified; the image is `ready`", body = ImageView,
+            headers(("ETag" = String, description = "The image's new revision, for If-Match"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),

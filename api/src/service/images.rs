@@ -172,7 +172,8 @@ fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, Domain
     }
     match req.protected {
         None => {}
-        Some(None) => return Err(DomainError::invalid("protected", "cannot be null")),
+        // Merge-patch null removes the member: protection falls back to its default.
+        Some(None) => next.protected = false,
         Some(Some(p)) => next.protected = p,
     }
     next.updated_at = db::now();
