@@ -59,7 +59,9 @@ impl Application {
             quotas: cfg.quotas.clone(),
             importer: importer.clone(),
         });
-        let known = web::Data::new(KnownRoutes::from_spec(&crate::openapi::document()));
+        // One document, post-processed (links, closed variants), both served and used for routing.
+        let doc = crate::openapi::document();
+        let known = web::Data::new(KnownRoutes::from_spec(&doc));
         let listener = TcpListener::bind(cfg.server.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr()?;
@@ -75,7 +77,10 @@ impl Application {
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
                 .configure(routes::configure)
-                .openapi_service(|api| SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", api))
+                .openapi_service({
+                    let doc = doc.clone();
+                    move |_| SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", doc)
+                })
                 .into_app()
                 .default_service(web::to(unknown_route))
         })

@@ -16,7 +16,7 @@ operations = sorted(
 seen = collections.defaultdict(collections.Counter)
 with open(statuses_path) as f:
     for line in f:
-        op, status = line.rstrip("\n").split("\t")
+        op, status = line.rstrip("\n").split("\t")[:2]
         seen[op][int(status)] += 1
 missing = []
 for op in operations:

@@ -1,7 +1,7 @@
 """Creates the contract run's fixtures through the public API and prints them as shell variables.
 
 READY_ID: a ready image (uploaded) with a registered consumer; PENDING_ID: an image waiting for
-its upload; DOOMED_ID: an image for deleteImage to delete.
+its upload.
 """
 import json
 import sys
@@ -31,5 +31,4 @@ with open(disk_path, "rb") as f:
     call("PUT", f"{api}/images/{ready}/file", f.read(), "application/octet-stream")
 call("PUT", f"{api}/images/{ready}/consumers/vm-fixture", {"kind": "vm", "description": "contract fixture"})
 pending = create("contract-pending")
-doomed = create("contract-doomed")
-print(f"READY_ID={ready} PENDING_ID={pending} DOOMED_ID={doomed}")
+print(f"READY_ID={ready} PENDING_ID={pending}")

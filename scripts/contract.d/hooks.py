@@ -1,5 +1,9 @@
 """schemathesis hooks for scripts/contract.
 
+- Outside the stateful phase, a well-formed generated imageID is replaced with a real fixture
+  (READY_ID, or PENDING_ID for uploads), so per-image operations reach their real logic rather
+  than 404. The stateful phase keeps the ids that createImage's OpenAPI links hand over, so it
+  uploads to, patches and deletes the images it created. Malformed ids stay, to test refusals.
 - Every URL import is pointed at the loopback server the script runs: generated URLs would make
   the server under test resolve and connect to arbitrary hosts, which tests never do.
 - Half of the uploads carry a real raw disk (chosen by the generated body's length, so the run
@@ -7,23 +11,43 @@
 - Every (operation, status) is appended to $STRATA_CONTRACT_STATUSES for coverage.py.
 """
 import os
+import uuid
 
 import schemathesis
+from schemathesis.generation.meta import TestPhase
 
 IMPORT_URL = os.environ["STRATA_CONTRACT_IMPORT_URL"]
+READY_ID = os.environ["STRATA_CONTRACT_READY_ID"]
+PENDING_ID = os.environ["STRATA_CONTRACT_PENDING_ID"]
 with open(os.environ["STRATA_CONTRACT_DISK"], "rb") as f:
     DISK = f.read()
+
+
+def _is_uuid(value):
+    try:
+        uuid.UUID(str(value))
+        return True
+    except ValueError:
+        return False
+
+
+def _phase(case):
+    meta = getattr(case, "meta", None)
+    return meta.phase.name if meta is not None else None
 
 
 @schemathesis.hook
 def map_case(context, case):
     op = case.operation.definition.raw.get("operationId")
+    params = case.path_parameters
+    if params and "imageID" in params and _phase(case) != TestPhase.STATEFUL and _is_uuid(params["imageID"]):
+        params["imageID"] = PENDING_ID if op == "uploadImageFile" else READY_ID
     body = case.body
     if op == "createImage" and isinstance(body, dict):
         source = body.get("source")
         if isinstance(source, dict) and isinstance(source.get("url"), str):
             source["url"] = IMPORT_URL
-    if op == "uploadImageFile" and isinstance(body, (bytes, bytearray)) and len(body) % 2 == 0:
+    if op == "uploadImageFile" and isinstance(body, (bytes, bytearray, str)) and len(body) % 2 == 0:
         case.body = DISK
     return case
 
@@ -32,4 +56,4 @@ def map_case(context, case):
 def after_call(context, case, response):
     op = case.operation.definition.raw.get("operationId", case.operation.label)
     with open(os.environ["STRATA_CONTRACT_STATUSES"], "a") as f:
-        f.write(f"{op}\t{response.status_code}\n")
+        f.write(f"{op}\t{response.status_code}\t{_phase(case)}\n")

@@ -90,7 +90,9 @@ impl Spec {
         }
         let mut root = self.doc.clone();
         root["$schema"] = Value::from("https://json-schema.org/draft/2020-12/schema");
-        root["$ref"] = Value::from(format!("#{pointer}"));
+        // JSON pointers inside a URI fragment must be percent-encoded (`{` in path templates).
+        let fragment = pointer.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
+        root["$ref"] = Value::from(format!("#{fragment}"));
         let v = Arc::new(
             jsonschema::draft202012::options()
                 .should_validate_formats(true)

@@ -68,7 +68,7 @@ async fn upload_file(
 #[utoipa::path(
     tag = "image-files",
     operation_id = "downloadImageFile",
-    params(ImagePath, ("Range" = Option<String>, Header, description = "One range, e.g. `bytes=0-511`; multiple ranges get the whole file")),
+    params(ImagePath, ("Range" = Option<String>, Header, nullable = false, description = "One range, e.g. `bytes=0-511`; multiple ranges get the whole file")),
     responses(
         (status = 200, description = "The whole image", content_type = "application/octet-stream", body = Binary,
             headers(("Content-Length" = u64, description = "Size"), ("ETag" = String, description = "The quoted sha256"), ("Accept-Ranges" = String, description = "bytes"))),

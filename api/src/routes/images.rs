@@ -105,7 +105,7 @@ async fn get_image(st: web::Data<AppState>, access: OrgRegion<ImagesRead>, id: I
 #[utoipa::path(
     tag = "images",
     operation_id = "patchImage",
-    params(ImagePath, ("If-Match" = Option<String>, Header, description = "ETag the change is based on; a stale one gives 412")),
+    params(ImagePath, ("If-Match" = Option<String>, Header, nullable = false, description = "ETag the change is based on; a stale one gives 412")),
     request_body(content = PatchImageRequest, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The changed image", body = ImageView, headers(("ETag" = String, description = "New revision"))),

@@ -138,10 +138,11 @@ pub async fn patch(
     // Without If-Match a lost race is retried on fresh data; with it, it is the caller's 412.
     for _ in 0..5 {
         let current = find_modifiable(st, access, id).await?;
+        // A bad patch is a 400 whatever the precondition says: validate before comparing ETags.
+        let next = apply_patch(&current, &req)?;
         if let Some(tag) = if_match {
             check_if_match(tag, current.revision)?;
         }
-        let next = apply_patch(&current, &req)?;
         if db::images::update_metadata(&st.db, &next, current.revision).await? {
             return Ok(next);
         }
