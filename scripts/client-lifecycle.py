@@ -19,15 +19,18 @@ from strata_client.api.query import query_images
 from strata_client.models import (
     Architecture,
     ConsumerRequest,
+    ConsumerView,
     CreateImageRequest,
     CreateImageRequestTags,
     ErrorBody,
+    Health,
     ImagePage,
     ImageState,
     ImageView,
     PatchImageRequest,
-    PatchImageRequestTags,
+    PatchImageRequestTagsType0,
     UploadSource,
+    UploadSourceType,
     UsageView,
     Visibility,
 )
@@ -59,8 +62,8 @@ def error(what, res, status, code):
     return body
 
 
-step("healthz", healthz.sync_detailed(client=client), 200, None)
-step("readyz", readyz.sync_detailed(client=client), 200, None)
+step("healthz", healthz.sync_detailed(client=client), 200, Health)
+step("readyz", readyz.sync_detailed(client=client), 200, Health)
 
 # create, upload, get
 names = [f"client-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
@@ -69,7 +72,7 @@ created = []
 for name in names:
     req = CreateImageRequest(
         name=name,
-        source=UploadSource(),
+        source=UploadSource(type_=UploadSourceType.UPLOAD),
         architecture=Architecture.X86_64,
         visibility=Visibility.ORGANIZATION,
         tags=tags,
@@ -94,7 +97,7 @@ assert dl.status_code == 200 and dl.content == disk, "download differs"
 print("client: download: 200")
 
 # patch with If-Match, then a stale If-Match -> 412
-patch = PatchImageRequest(tags=PatchImageRequestTags.from_dict({"team": None, "owner": "ops"}), protected=False)
+patch = PatchImageRequest(tags=PatchImageRequestTagsType0.from_dict({"team": None, "owner": "ops"}), protected=False)
 patched = patch_image.sync_detailed(ORG, REGION, img.id, client=client, body=patch, if_match=etag)
 step("patch with If-Match", patched, 200, ImageView)
 assert patched.parsed.tags["owner"] == "ops" and "team" not in patched.parsed.tags.to_dict()
@@ -133,10 +136,12 @@ consumer = step(
         ORG, REGION, img.id, "vm-42", client=client, body=ConsumerRequest(kind="vm", description="web-1")
     ),
     201,
-    None,
+    ConsumerView,
 )
+assert consumer.id == "vm-42" and consumer.kind == "vm"
 consumers = list_image_consumers.sync_detailed(ORG, REGION, img.id, client=client)
 assert consumers.status_code == 200 and [c.id for c in consumers.parsed] == ["vm-42"]
+assert all(isinstance(c, ConsumerView) for c in consumers.parsed)
 error("delete while in use", delete_image.sync_detailed(ORG, REGION, img.id, client=client), 409, "image-in-use")
 step("remove consumer", delete_image_consumer.sync_detailed(ORG, REGION, img.id, "vm-42", client=client), 204, None)
 for i in created:

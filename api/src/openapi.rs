@@ -118,8 +118,8 @@ fn close_tagged_variants(api: &mut utoipa::openapi::OpenApi) {
 /// OpenAPI links from `createImage` to the operations on the image it created, so generated
 /// clients and stateful test tools can follow them.
 fn add_links(api: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::link::LinkBuilder;
     use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
     const FOLLOWERS: [(&str, &str); 6] = [
         ("GetImage", "getImage"),
         ("PatchImage", "patchImage"),
@@ -129,12 +129,7 @@ fn add_links(api: &mut utoipa::openapi::OpenApi) {
         ("ListImageConsumers", "listImageConsumers"),
     ];
     let path = format!("{}/images", crate::routes::V1_PREFIX);
-    let Some(op) = api
-        .paths
-        .paths
-        .get_mut(&path)
-        .and_then(|item| item.post.as_mut())
-    else {
+    let Some(op) = api.paths.paths.get_mut(&path).and_then(|item| item.post.as_mut()) else {
         return;
     };
     let Some(RefOr::T(created)) = op.responses.responses.get_mut("201") else {

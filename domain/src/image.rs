@@ -99,13 +99,22 @@ string_enum!(
 #[serde(deny_unknown_fields)]
 pub struct OsInfo {
     /// e.g. `linux`, `windows`; 1-63 characters, no control characters (as every field here).
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub family: String,
     /// e.g. `ubuntu`
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub distro: Option<String>,
     /// e.g. `24.04`
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub version: Option<String>,
 }
 

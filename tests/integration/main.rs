@@ -15,6 +15,6 @@ mod query;
 mod quotas;
 mod replicas;
 mod spec_check;
-mod terraform;
 mod sweeper;
+mod terraform;
 mod upstream;

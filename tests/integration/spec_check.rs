@@ -150,7 +150,11 @@ impl Spec {
             return vec![];
         }
         let escaped = |s: &str| s.replace('~', "~0").replace('/', "~1");
-        let pointer = match responses.get(declared_as).and_then(|r| r.get("$ref")).and_then(Value::as_str) {
+        let pointer = match responses
+            .get(declared_as)
+            .and_then(|r| r.get("$ref"))
+            .and_then(Value::as_str)
+        {
             Some(r) => format!("{}/content/{}/schema", r.trim_start_matches('#'), escaped(&media)),
             None => format!(
                 "/paths/{}/{method}/responses/{declared_as}/content/{}/schema",
@@ -170,7 +174,11 @@ impl Spec {
 
 fn truncate(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);
-    if s.len() > 600 { format!("{}...", &s[..s.floor_char_boundary(600)]) } else { s.into_owned() }
+    if s.len() > 600 {
+        format!("{}...", &s[..s.floor_char_boundary(600)])
+    } else {
+        s.into_owned()
+    }
 }
 
 /// What the proxies of one test found wrong.
@@ -196,9 +204,8 @@ pub async fn proxy(upstream: SocketAddr, violations: Violations) -> SocketAddr {
             let client = client.clone();
             let violations = violations.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    forward(req, upstream, client.clone(), violations.clone())
-                });
+                let service =
+                    hyper::service::service_fn(move |req| forward(req, upstream, client.clone(), violations.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -219,7 +226,11 @@ async fn forward(
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let (mut parts, body) = req.into_parts();
-    let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     parts.uri = match format!("http://{upstream}{pq}").parse() {
         Ok(u) => u,
         Err(_) => return Ok(bad_gateway()),
@@ -244,7 +255,9 @@ async fn forward(
         parts.headers.remove(h);
     }
     if closes {
-        parts.headers.insert("connection", hyper::header::HeaderValue::from_static("close"));
+        parts
+            .headers
+            .insert("connection", hyper::header::HeaderValue::from_static("close"));
     }
     let content_type = parts
         .headers
@@ -253,7 +266,10 @@ async fn forward(
         .map(str::to_owned);
     // Image bytes stream through unchecked (their schema is `binary`); everything else is read,
     // checked and passed on.
-    if content_type.as_deref().is_some_and(|c| c.starts_with("application/octet-stream")) {
+    if content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/octet-stream"))
+    {
         let found = SPEC.check(&method, &path, parts.status.as_u16(), content_type.as_deref(), b"");
         record(&violations, found);
         return Ok(Response::from_parts(parts, Either::Right(body)));
@@ -284,7 +300,9 @@ fn record(violations: &Violations, found: Vec<String>) {
 }
 
 fn bad_gateway() -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(b"spec-check proxy: upstream failed"))));
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(
+        b"spec-check proxy: upstream failed",
+    ))));
     *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
     r
 }
@@ -301,12 +319,20 @@ mod tests {
         let err = br#"{"error":"not-found","message":"m","requestId":"r"}"#;
         assert!(SPEC.check("GET", path, 404, Some("application/json"), err).is_empty());
         let bad_code = br#"{"error":"not-found","message":"m"}"#;
-        assert!(!SPEC.check("GET", path, 404, Some("application/json"), bad_code).is_empty());
+        assert!(
+            !SPEC
+                .check("GET", path, 404, Some("application/json"), bad_code)
+                .is_empty()
+        );
         assert!(!SPEC.check("GET", path, 418, Some("application/json"), err).is_empty());
         assert!(!SPEC.check("GET", path, 404, Some("text/plain"), b"nope").is_empty());
         let list = "/api/v1/organizations/acme/regions/local/images";
         assert!(SPEC.check("GET", list, 200, Some("application/json"), b"[]").is_empty());
         let wrong_enum = br#"[{"architecture":"X86_64"}]"#;
-        assert!(!SPEC.check("GET", list, 200, Some("application/json"), wrong_enum).is_empty());
+        assert!(
+            !SPEC
+                .check("GET", list, 200, Some("application/json"), wrong_enum)
+                .is_empty()
+        );
     }
 }

@@ -59,8 +59,10 @@ both!(
         // create
         let res = app
             .req(Method::POST, &images, &t)
-            .json(&json!({"name": "tf-disk", "architecture": "x86_64", "tags": {"managed-by": "terraform"},
-                "source": {"type": "url", "url": up.url("disk.raw"), "sha256": sha}}))
+            .json(
+                &json!({"name": "tf-disk", "architecture": "x86_64", "tags": {"managed-by": "terraform"},
+                "source": {"type": "url", "url": up.url("disk.raw"), "sha256": sha}}),
+            )
             .send()
             .await
             .unwrap();
@@ -108,10 +110,18 @@ both!(
         assert!(listed.as_array().unwrap().iter().any(|i| i["id"] == id.as_str()));
 
         // destroy; then read -> gone; destroy again -> 404, which the provider treats as done
-        let res = app.req(Method::DELETE, &format!("{images}/{id}"), &t).send().await.unwrap();
+        let res = app
+            .req(Method::DELETE, &format!("{images}/{id}"), &t)
+            .send()
+            .await
+            .unwrap();
         expect_status(res, StatusCode::NO_CONTENT).await;
         assert!(read(&app, &t, &id).await.is_none());
-        let res = app.req(Method::DELETE, &format!("{images}/{id}"), &t).send().await.unwrap();
+        let res = app
+            .req(Method::DELETE, &format!("{images}/{id}"), &t)
+            .send()
+            .await
+            .unwrap();
         expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
 
         // a failed import is a terminal state the provider reports, with a stable reason code
@@ -131,8 +141,9 @@ both!(
 /// The statuses a provider branches on are declared on the operations it calls.
 #[test]
 fn provider_statuses_are_declared() {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json"))
+            .unwrap();
     let spec: Value = serde_json::from_str(&text).unwrap();
     let images = "/api/v1/organizations/{organizationID}/regions/{regionID}/images";
     let image = format!("{images}/{{imageID}}");
@@ -151,5 +162,9 @@ fn provider_statuses_are_declared() {
     let created = &spec["paths"][images]["post"]["responses"]["201"];
     assert!(created["headers"].get("Location").is_some() && created["headers"].get("ETag").is_some());
     let patch_params = spec["paths"][image.as_str()]["patch"]["parameters"].as_array().unwrap();
-    assert!(patch_params.iter().any(|p| p["name"] == "If-Match" && p["in"] == "header"));
+    assert!(
+        patch_params
+            .iter()
+            .any(|p| p["name"] == "If-Match" && p["in"] == "header")
+    );
 }
