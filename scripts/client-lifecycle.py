@@ -12,7 +12,7 @@ import uuid
 
 from strata_client import AuthenticatedClient
 from strata_client.api.consumers import delete_image_consumer, list_image_consumers, put_image_consumer
-from strata_client.api.health import healthz, readyz
+from strata_client.api.health import healthz, metrics, readyz
 from strata_client.api.image_files import download_image_file, upload_image_file
 from strata_client.api.images import create_image, delete_image, get_image, get_usage, list_images, patch_image
 from strata_client.api.query import query_images
@@ -147,4 +147,10 @@ step("remove consumer", delete_image_consumer.sync_detailed(ORG, REGION, img.id,
 for i in created:
     step(f"delete {i.name}", delete_image.sync_detailed(ORG, REGION, i.id, client=client), 204, None)
 error("get after delete", get_image.sync_detailed(ORG, REGION, img.id, client=client), 404, "not-found")
+# operator metrics: no token needed, no tenant data, and the calls above are counted
+scrape = metrics.sync_detailed(client=client)
+step("metrics", scrape, 200, None)
+text = scrape.content.decode()
+assert 'strata_http_requests_total{route="/api/v1/organizations/{organizationID}/regions/{regionID}/images"' in text
+assert ORG not in text and str(img.id) not in text, "metrics carry tenant data"
 print(f"client: life cycle complete ({steps} checked calls)")

@@ -18,6 +18,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::{ApiError, bad_request};
+use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::service::imports::Importer;
 use crate::service::sweeper::Sweeper;
@@ -33,6 +34,8 @@ pub struct Application {
     importer: Arc<Importer>,
     sweeper: Sweeper,
     stop_workers: watch::Sender<bool>,
+    /// The separate `/metrics` listener, when `[server] metrics_listen` is set.
+    metrics_server: Option<(Server, SocketAddr)>,
 }
 
 impl Application {
@@ -42,6 +45,7 @@ impl Application {
         let regions = build_regions(&cfg)?;
         let verifier = Verifier::from_config(&cfg)?;
         let (stop_workers, stop_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new(cfg.server.metrics_listen.is_some()));
         let importer = Arc::new(Importer::new(
             db.clone(),
             regions.clone(),
@@ -49,8 +53,9 @@ impl Application {
             cfg.quotas.clone(),
             cfg.limits.max_image_bytes,
             stop_rx,
+            metrics.clone(),
         )?);
-        let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone());
+        let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone(), metrics.clone());
         let state = web::Data::new(AppState {
             db,
             regions,
@@ -58,6 +63,7 @@ impl Application {
             limits: cfg.limits.clone(),
             quotas: cfg.quotas.clone(),
             importer: importer.clone(),
+            metrics: metrics.clone(),
         });
         // One document, post-processed (links, closed variants), both served and used for routing.
         let doc = crate::openapi::document();
@@ -65,10 +71,15 @@ impl Application {
         let listener = TcpListener::bind(cfg.server.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr()?;
+        let metrics_server = match cfg.server.metrics_listen {
+            Some(at) => Some(crate::metrics::serve_separately(at, state.clone())?),
+            None => None,
+        };
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(middleware::close_after_refused_body))
                 .wrap(from_fn(middleware::request_id))
+                .wrap(from_fn(crate::metrics::track))
                 .app_data(state.clone())
                 .app_data(known.clone())
                 .app_data(json_config())
@@ -84,6 +95,7 @@ impl Application {
                 .into_app()
                 .default_service(web::to(unknown_route))
         })
+        .on_connect(crate::metrics::on_connect(metrics))
         .shutdown_timeout(cfg.server.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_secs(30));
         if let Some(w) = cfg.server.workers {
@@ -96,7 +108,13 @@ impl Application {
             importer,
             sweeper,
             stop_workers,
+            metrics_server,
         })
+    }
+
+    /// The address of the separate metrics listener, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(_, a)| *a)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -118,7 +136,12 @@ impl Application {
     pub async fn run(self) -> std::io::Result<()> {
         let workers = tokio::spawn(self.importer.clone().run());
         let sweeper = tokio::spawn(self.sweeper.run(self.stop_workers.subscribe()));
+        let metrics_server = self.metrics_server.map(|(s, _)| (s.handle(), tokio::spawn(s)));
         let served = self.server.await;
+        if let Some((handle, task)) = metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         let _ = self.stop_workers.send(true);
         let _ = workers.await;
         let _ = sweeper.await;

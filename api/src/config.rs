@@ -21,6 +21,7 @@ pub struct Config {
     pub imports: ImportsConfig,
     pub quotas: QuotaConfig,
     pub sweeper: SweeperConfig,
+    pub log: LogConfig,
     /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
     pub regions: Vec<RegionConfig>,
 }
@@ -32,6 +33,23 @@ pub struct ServerConfig {
     /// How long running requests may take to finish after a shutdown signal.
     pub shutdown_timeout_secs: u64,
     pub workers: Option<usize>,
+    /// Serve `GET /metrics` only on this address (e.g. `127.0.0.1:9100`), not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` (human-readable, the default) or `json` (one object per line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -254,6 +272,7 @@ impl Default for Config {
             imports: ImportsConfig::default(),
             quotas: QuotaConfig::default(),
             sweeper: SweeperConfig::default(),
+            log: LogConfig::default(),
             regions: Vec::new(),
         }
     }
@@ -265,6 +284,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout_secs: 30,
             workers: None,
+            metrics_listen: None,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use strata_api::config::LogFormat;
 use strata_api::{Application, Config, Overrides, auth, db, openapi};
 use tracing_subscriber::EnvFilter;
 
@@ -79,16 +80,42 @@ fn load(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    init_logging(log_format(&cli));
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The `[log] format` of the configuration `serve` will load; a configuration that does not load
+/// is reported by `run`, after logging starts in the default format.
+fn log_format(cli: &Cli) -> LogFormat {
+    match &cli.command {
+        None => load(&Common::default(), None).map(|c| c.log.format).unwrap_or_default(),
+        Some(Command::Serve { common, listen, .. }) => load(common, *listen).map(|c| c.log.format).unwrap_or_default(),
+        Some(_) => LogFormat::Text,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        // One object per line; the request span's fields (request id, method, path) sit beside
+        // the event's (route, status, elapsed_ms).
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -112,6 +139,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(cfg).await?;
             // Scripts and tests read this line to learn the bound port.
             println!("strata listening on http://{}", app.addr());
+            if let Some(m) = app.metrics_addr() {
+                println!("strata metrics on http://{m}/metrics");
+            }
             tracing::info!(addr = %app.addr(), "listening");
             app.run().await?;
             tracing::info!("stopped");

@@ -35,6 +35,7 @@ pub async fn request_id(
     }
     span.in_scope(|| {
         tracing::info!(
+            route = res.request().match_pattern().as_deref().unwrap_or("unmatched"),
             status = res.status().as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "served"

@@ -24,6 +24,7 @@ pub struct AppState {
     pub limits: LimitsConfig,
     pub quotas: crate::config::QuotaConfig,
     pub importer: Arc<crate::service::imports::Importer>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {

@@ -43,7 +43,12 @@ both!(
         assert_eq!(app.stored().await.len(), if app.cfg.regions.is_empty() { 4 } else { 3 });
 
         let db = strata_api::db::connect(&app.cfg.database_url(), Some(2)).await.unwrap();
-        let sweeper = Sweeper::new(db, regions.clone(), app.cfg.sweeper.clone());
+        let sweeper = Sweeper::new(
+            db,
+            regions.clone(),
+            app.cfg.sweeper.clone(),
+            std::sync::Arc::new(strata_api::metrics::Metrics::default()),
+        );
         let report = sweeper.sweep_once().await.unwrap();
         assert_eq!(report.objects_removed.len(), 2, "{report:?}");
         assert_eq!(
@@ -66,11 +71,16 @@ both!(
             assert_eq!(s3_open_uploads(&bucket).await, 1);
             let mut cfg = app.cfg.sweeper.clone();
             cfg.multipart_grace_secs = 0;
-            let report = Sweeper::new(db, regions.clone(), cfg)
-                .sweep_once()
-                .await
-                .map_err(|e| format!("{e:#}"))
-                .unwrap();
+            let report = Sweeper::new(
+                db,
+                regions.clone(),
+                cfg,
+                std::sync::Arc::new(strata_api::metrics::Metrics::default()),
+            )
+            .sweep_once()
+            .await
+            .map_err(|e| format!("{e:#}"))
+            .unwrap();
             assert_eq!(report.uploads_aborted.len(), 1, "{report:?}");
             assert_eq!(s3_open_uploads(&bucket).await, 0);
         }
@@ -98,6 +108,7 @@ both!(
             strata_api::db::connect(&app.cfg.database_url(), Some(2)).await.unwrap(),
             regions,
             strata_api::config::SweeperConfig::default(),
+            std::sync::Arc::new(strata_api::metrics::Metrics::default()),
         );
         assert!(cautious.sweep_once().await.unwrap().objects_removed.is_empty());
     }

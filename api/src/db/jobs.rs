@@ -24,6 +24,8 @@ pub struct Job {
     pub max_attempts: i32,
     pub blob: Option<BlobId>,
     pub last_error: Option<String>,
+    /// Claimed from a process that stopped renewing its lease (not a retry or a hand-back).
+    pub taken_over: bool,
 }
 
 fn from_row(m: import_jobs::Model) -> anyhow::Result<Job> {
@@ -36,6 +38,7 @@ fn from_row(m: import_jobs::Model) -> anyhow::Result<Job> {
         attempt: m.attempt,
         max_attempts: m.max_attempts,
         blob: m.blob_id.as_deref().map(uuid).transpose()?.map(BlobId::from_uuid),
+        taken_over: false,
         last_error: m.last_error,
     })
 }
@@ -81,6 +84,7 @@ pub async fn create_with_job(db: &DatabaseConnection, img: &Image, job: NewJob<'
         max_attempts: job.max_attempts,
         blob: None,
         last_error: None,
+        taken_over: false,
     })
 }
 
@@ -109,8 +113,10 @@ pub async fn claim_expired(db: &DatabaseConnection, owner: &str, lease_until: i6
             .exec(db)
             .await?;
         if res.rows_affected == 1 {
+            let taken_over = c.lease_owner.is_some();
             let mut job = from_row(c).map_err(ApiError::Internal)?;
             job.attempt += 1;
+            job.taken_over = taken_over;
             claimed.push(job);
         }
     }
@@ -253,4 +259,18 @@ pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str,
         .await?;
     txn.commit().await?;
     Ok(true)
+}
+
+/// Unfinished jobs across all processes: (leased by a live process, waiting to be claimed).
+/// A lease that expired counts as waiting: any process may claim it.
+pub async fn count_by_state(db: &DatabaseConnection) -> ApiResult<(u64, u64)> {
+    use sea_orm::PaginatorTrait;
+    let at = micros(now());
+    let leased = import_jobs::Entity::find()
+        .filter(import_jobs::Column::LeaseOwner.is_not_null())
+        .filter(import_jobs::Column::LeaseExpiresAt.gte(at))
+        .count(db)
+        .await?;
+    let all = import_jobs::Entity::find().count(db).await?;
+    Ok((leased, all.saturating_sub(leased)))
 }

@@ -43,6 +43,7 @@ async fn upload_file(
     id: ImageRef,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
+    let _in_flight = st.metrics.upload_started();
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         if ct.split(';').next().map(str::trim) != Some(OCTET) {

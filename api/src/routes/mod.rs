@@ -13,7 +13,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub const V1_PREFIX: &str = "/api/v1/organizations/{organizationID}/regions/{regionID}";
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz);
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(crate::metrics::get_metrics);
     cfg.service(
         scope::scope(V1_PREFIX)
             .service(images::list_images)

@@ -22,6 +22,7 @@ use crate::config::{ImportsConfig, QuotaConfig};
 use crate::db;
 use crate::db::jobs::{Job, NewJob};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::{ImportEvent, Metrics};
 use crate::state::Region;
 
 pub struct Importer {
@@ -38,7 +39,11 @@ pub struct Importer {
     secrets: Mutex<HashMap<ImageId, Source>>,
     slots: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
+
+/// The metrics label of URL imports, the only kind of job so far.
+const KIND: &str = "url";
 
 pub fn fetch_policy(cfg: &ImportsConfig) -> anyhow::Result<FetchPolicy> {
     let rules = |list: &[String], what: &str| {
@@ -89,6 +94,7 @@ impl Importer {
         quotas: QuotaConfig,
         max_image_bytes: u64,
         stop: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             db,
@@ -101,6 +107,7 @@ impl Importer {
             owner: uuid::Uuid::new_v4().to_string(),
             secrets: Mutex::new(HashMap::new()),
             stop,
+            metrics,
         })
     }
 
@@ -156,6 +163,7 @@ impl Importer {
             Ok(slot) => {
                 tokio::spawn(async move {
                     let _slot = slot;
+                    let _running = this.metrics.import_running();
                     let image = job.image;
                     if let Err(e) = this.execute(job).await {
                         tracing::error!(%image, error = format!("{e:#}"), "import job failed unexpectedly");
@@ -203,6 +211,9 @@ impl Importer {
 
     async fn execute(&self, job: Job) -> ApiResult<()> {
         let image = job.image;
+        if job.taken_over {
+            self.metrics.import_event(KIND, ImportEvent::TakenOver);
+        }
         if job.attempt > job.max_attempts {
             let reason = format!(
                 "import failed after {} attempts: {}",
@@ -239,6 +250,7 @@ impl Importer {
         if !db::jobs::set_blob(&self.db, image, &self.owner, blob).await? {
             return Ok(());
         }
+        self.metrics.import_event(KIND, ImportEvent::Started);
         let outcome = self.copy(image, blob, &src, &region).await;
         match outcome {
             Outcome::Done(done) => {
@@ -250,10 +262,14 @@ impl Importer {
                     .await;
                 match finished {
                     Ok(true) => {
+                        self.metrics.import_event(KIND, ImportEvent::Succeeded);
                         self.secrets_lock().remove(&image);
                         tracing::info!(%image, size = done.size, "import finished");
                     }
-                    Ok(false) => self.discard(&region, image, blob).await,
+                    Ok(false) => {
+                        self.metrics.import_event(KIND, ImportEvent::Cancelled);
+                        self.discard(&region, image, blob).await
+                    }
                     Err(ApiError::Domain(DomainError::QuotaExceeded { detail })) => {
                         self.discard(&region, image, blob).await;
                         self.fail(image, &format!("quota-exceeded: {detail}")).await?;
@@ -277,10 +293,13 @@ impl Importer {
                     tracing::warn!(%image, attempt = job.attempt, reason, "import attempt failed; will retry");
                     let backoff = 1_000_000 * (1i64 << job.attempt.clamp(0, 6));
                     let retry_at = db::now().timestamp_micros() + backoff;
-                    db::jobs::release(&self.db, image, &self.owner, Some(&reason), retry_at, false).await?;
+                    if db::jobs::release(&self.db, image, &self.owner, Some(&reason), retry_at, false).await? {
+                        self.metrics.import_event(KIND, ImportEvent::Retried);
+                    }
                 }
             }
             Outcome::Lost => {
+                self.metrics.import_event(KIND, ImportEvent::Cancelled);
                 tracing::info!(%image, "import cancelled: the image was deleted or the job taken over");
                 self.secrets_lock().remove(&image);
                 self.discard(&region, image, blob).await;
@@ -289,7 +308,9 @@ impl Importer {
                 self.discard(&region, image, blob).await;
                 // hand back at once, and do not count this as an attempt
                 let now = db::now().timestamp_micros() - 1;
-                db::jobs::release(&self.db, image, &self.owner, None, now, true).await?;
+                if db::jobs::release(&self.db, image, &self.owner, None, now, true).await? {
+                    self.metrics.import_event(KIND, ImportEvent::HandedBack);
+                }
                 tracing::info!(%image, "import handed back for shutdown");
             }
         }
@@ -309,6 +330,7 @@ impl Importer {
 
     async fn fail(&self, image: ImageId, reason: &str) -> ApiResult<()> {
         if db::jobs::finish_failed(&self.db, image, &self.owner, reason).await? {
+            self.metrics.import_event(KIND, ImportEvent::Failed);
             tracing::warn!(%image, reason, "import failed");
         }
         self.secrets_lock().remove(&image);

@@ -14,12 +14,14 @@ use tokio::sync::watch;
 use crate::config::SweeperConfig;
 use crate::db::entities::{images, import_jobs};
 use crate::error::ApiResult;
+use crate::metrics::{Metrics, SweepRemoval};
 use crate::state::Region;
 
 pub struct Sweeper {
     db: DatabaseConnection,
     regions: BTreeMap<RegionId, Arc<Region>>,
     cfg: SweeperConfig,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -31,8 +33,18 @@ pub struct SweepReport {
 }
 
 impl Sweeper {
-    pub fn new(db: DatabaseConnection, regions: BTreeMap<RegionId, Arc<Region>>, cfg: SweeperConfig) -> Self {
-        Self { db, regions, cfg }
+    pub fn new(
+        db: DatabaseConnection,
+        regions: BTreeMap<RegionId, Arc<Region>>,
+        cfg: SweeperConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            db,
+            regions,
+            cfg,
+            metrics,
+        }
     }
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -53,9 +65,23 @@ impl Sweeper {
 
     /// One pass over every region.
     pub async fn sweep_once(&self) -> ApiResult<SweepReport> {
+        let mut report = SweepReport::default();
+        let done = self.sweep_into(&mut report).await;
+        let count = |v: &Vec<String>| v.len() as u64;
+        self.metrics.swept(SweepRemoval::Object, count(&report.objects_removed));
+        self.metrics
+            .swept(SweepRemoval::StagingFile, count(&report.staging_removed));
+        self.metrics
+            .swept(SweepRemoval::MultipartUpload, count(&report.uploads_aborted));
+        self.metrics.sweep_finished(done.is_ok());
+        done.map(|()| report)
+    }
+
+    /// A pass that records what it removed as it goes, so a pass that stops on an error still
+    /// counts what it did.
+    async fn sweep_into(&self, report: &mut SweepReport) -> ApiResult<()> {
         let grace = Duration::from_secs(self.cfg.grace_secs);
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        let mut report = SweepReport::default();
         let mp_grace = Duration::from_secs(self.cfg.multipart_grace_secs);
         let mp_cutoff = crate::db::now().timestamp_micros() - i64::try_from(mp_grace.as_micros()).unwrap_or(i64::MAX);
         for open in crate::db::uploads::older_than(&self.db, mp_cutoff).await? {
@@ -93,7 +119,7 @@ impl Sweeper {
                 report.staging_removed.push(path);
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// (image, blob) pairs that rows point at: ready images' blobs and running imports' blobs.
