@@ -10,6 +10,7 @@ mod consumers;
 mod files;
 mod images;
 mod imports;
+mod metrics;
 mod openapi_spec;
 mod query;
 mod quotas;
