@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod availability;
 mod cli;
 mod consumers;
 mod files;
