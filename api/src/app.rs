@@ -85,7 +85,9 @@ impl Application {
                 .default_service(web::to(unknown_route))
         })
         .shutdown_timeout(cfg.server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_secs(30));
+        .client_request_timeout(Duration::from_secs(cfg.server.request_header_timeout_secs.max(1)))
+        .client_disconnect_timeout(Duration::from_secs(cfg.server.disconnect_timeout_secs.max(1)))
+        .keep_alive(Duration::from_secs(cfg.server.keep_alive_secs));
         if let Some(w) = cfg.server.workers {
             server = server.workers(w.max(1));
         }

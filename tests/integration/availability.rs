@@ -82,5 +82,227 @@ both!(refused_chunked_requests_are_closed, |app: TestApp| async move {
     // the service still works
     let res = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let _ = (Method::GET, samples::raw_mbr(512));
 });
+
+fn upload_head(app: &TestApp, token: &str, id: &str, framing: &str) -> String {
+    let addr = app.direct.trim_start_matches("http://");
+    format!(
+        "PUT /api/v1/organizations/acme/regions/local/images/{id}/file HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n{framing}\r\n"
+    )
+}
+
+/// A chunked-encoding frame.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn body_of(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+async fn state_of(app: &TestApp, token: &str, id: &str) -> String {
+    let res = app
+        .req(Method::GET, &format!("{}/images/{id}", app.v1("acme", "local")), token)
+        .send()
+        .await
+        .unwrap();
+    expect_status(res, StatusCode::OK).await["status"]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+both!(
+    stalled_uploads_time_out,
+    config = |c: &mut strata_api::Config| {
+        c.limits.body_idle_timeout_secs = 1;
+        c.limits.body_base_secs = 2;
+        c.limits.body_min_bytes_per_sec = 1 << 20;
+        c.server.request_header_timeout_secs = 1;
+    },
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let data = samples::raw_mbr(4 << 20);
+        // Content-Length announced, a quarter sent, then silence
+        let img = app.create_named("acme", &t, "stalled-length").await;
+        let id = img["id"].as_str().unwrap();
+        let mut s = open_raw(
+            &app,
+            &upload_head(&app, &t, id, &format!("Content-Length: {}\r\n", data.len())),
+            &data[..1 << 20],
+        )
+        .await;
+        let (got, closed) = read_until_closed(&mut s, Duration::from_secs(6)).await;
+        assert_eq!(status_of(&got), 408, "{got}");
+        assert_eq!(body_of(&got)["error"], "request-timeout", "{got}");
+        assert!(closed.is_some(), "the connection stayed open after the 408");
+        // chunked, a few chunks, then silence
+        let img = app.create_named("acme", &t, "stalled-chunked").await;
+        let id2 = img["id"].as_str().unwrap();
+        let mut s = open_raw(
+            &app,
+            &upload_head(&app, &t, id2, "Transfer-Encoding: chunked\r\n"),
+            &chunk(&data[..100_000]),
+        )
+        .await;
+        let (got, closed) = read_until_closed(&mut s, Duration::from_secs(6)).await;
+        assert_eq!(status_of(&got), 408, "{got}");
+        assert!(closed.is_some(), "the connection stayed open after the 408");
+        // a trickle that is never idle for long but far below the minimum rate
+        let img = app.create_named("acme", &t, "trickle").await;
+        let id3 = img["id"].as_str().unwrap();
+        let mut s = open_raw(
+            &app,
+            &upload_head(&app, &t, id3, "Transfer-Encoding: chunked\r\n"),
+            &chunk(&data[..65536]),
+        )
+        .await;
+        let started = Instant::now();
+        let mut offset = 65536;
+        let answer = loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if s.write_all(&chunk(&data[offset..offset + 1000])).await.is_err()
+                || started.elapsed() > Duration::from_secs(8)
+            {
+                break read_until_closed(&mut s, Duration::from_secs(3)).await;
+            }
+            offset += 1000;
+        };
+        assert_eq!(status_of(&answer.0), 408, "{}", answer.0);
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the trickle went on for {:?}",
+            started.elapsed()
+        );
+        // slow headers are cut off too
+        let mut s = open_raw(&app, "GET /healthz HTTP/1.1\r\nHost: x\r\n", b"").await;
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            closed.is_some(),
+            "a connection that never finished its headers stayed open"
+        );
+        // nothing was kept, the images stay pending and take a good upload afterwards
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(app.stored().await, Vec::<String>::new());
+        for id in [id, id2, id3] {
+            assert_eq!(state_of(&app, &t, id).await, "pending");
+        }
+        expect_status(
+            app.upload("acme", &t, id, samples::raw_mbr(1 << 20)).await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+);
+
+both!(
+    uploads_are_limited_per_image_and_organization,
+    config = |c: &mut strata_api::Config| {
+        c.quotas.max_concurrent_uploads = 2;
+    },
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let mut ids = vec![];
+        for i in 0..3 {
+            let img = app.create_named("acme", &t, &format!("disk-{i}")).await;
+            ids.push(img["id"].as_str().unwrap().to_owned());
+        }
+        let data = samples::raw_mbr(1 << 20);
+        let length = format!("Content-Length: {}\r\n", data.len());
+        let first = open_raw(&app, &upload_head(&app, &t, &ids[0], &length), &data[..200_000]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // the same image: 409 at once, on this replica and on another one
+        let started = Instant::now();
+        expect_error(
+            app.upload("acme", &t, &ids[0], data.clone()).await,
+            StatusCode::CONFLICT,
+            "upload-in-progress",
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let other = app.sibling(app.cfg.clone()).await;
+        expect_error(
+            other.upload("acme", &t, &ids[0], data.clone()).await,
+            StatusCode::CONFLICT,
+            "upload-in-progress",
+        )
+        .await;
+        // a second image: fine up to the organization's limit, then 429 with Retry-After
+        let second = open_raw(&app, &upload_head(&app, &t, &ids[1], &length), &data[..200_000]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let res = other.upload("acme", &t, &ids[2], data.clone()).await;
+        let retry = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        expect_error(res, StatusCode::TOO_MANY_REQUESTS, "too-many-uploads").await;
+        assert!(retry.is_some_and(|r| r.parse::<u64>().is_ok()), "no Retry-After");
+        // another organization is not affected
+        let b = app.token(&["beta"]);
+        let img = app.create_named("beta", &b, "theirs").await;
+        expect_status(
+            app.upload("beta", &b, img["id"].as_str().unwrap(), data.clone()).await,
+            StatusCode::OK,
+        )
+        .await;
+        // a client that goes away gives its slot back
+        drop(first);
+        let mut done = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let res = app.upload("acme", &t, &ids[2], data.clone()).await;
+            if res.status() == StatusCode::OK {
+                done = Some(());
+                break;
+            }
+            expect_error(res, StatusCode::TOO_MANY_REQUESTS, "too-many-uploads").await;
+        }
+        assert!(done.is_some(), "the slot of a client that went away was not given back");
+        expect_status(app.upload("acme", &t, &ids[0], data.clone()).await, StatusCode::OK).await;
+        drop(second);
+    }
+);
+
+both!(
+    chunked_upload_stops_when_it_crosses_the_quota,
+    config = |c: &mut strata_api::Config| {
+        c.quotas.max_bytes = 1 << 20;
+    },
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let img = app.create_named("acme", &t, "big").await;
+        let id = img["id"].as_str().unwrap();
+        // 2 MiB of an 8 MiB body in chunks, then the client pauses: the server must not wait for
+        // the rest to find that it cannot fit
+        let data = samples::raw_mbr(8 << 20);
+        let mut body = vec![];
+        for part in data[..2 << 20].chunks(64 << 10) {
+            body.extend(chunk(part));
+        }
+        let started = Instant::now();
+        let mut s = open_raw(
+            &app,
+            &upload_head(&app, &t, id, "Transfer-Encoding: chunked\r\n"),
+            &body,
+        )
+        .await;
+        let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert_eq!(status_of(&got), 409, "{got}");
+        assert_eq!(body_of(&got)["error"], "quota-exceeded", "{got}");
+        assert!(closed.is_some(), "the connection stayed open");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(app.stored().await, Vec::<String>::new());
+        assert_eq!(state_of(&app, &t, id).await, "pending");
+    }
+);
