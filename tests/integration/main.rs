@@ -9,6 +9,7 @@ mod availability;
 mod cli;
 mod consumers;
 mod files;
+mod hostile;
 mod images;
 mod imports;
 mod openapi_spec;
