@@ -53,13 +53,14 @@ pub struct QuotaWatch {
 }
 
 impl QuotaWatch {
-    async fn room(&self) -> Result<u64, DomainError> {
+    /// Bytes still free. A failed read is not a reason to fail the upload: the final charge
+    /// is atomic anyway.
+    async fn room(&self) -> u64 {
         match db::usage::get(&self.db, &self.org, &self.region).await {
-            Ok(u) => Ok(self.limit.saturating_sub(u.bytes)),
-            // Not a reason to fail the upload: the final charge is atomic anyway.
+            Ok(u) => self.limit.saturating_sub(u.bytes),
             Err(e) => {
                 tracing::warn!(error = %e, "reading usage during an upload failed");
-                Ok(u64::MAX)
+                u64::MAX
             }
         }
     }
@@ -80,13 +81,13 @@ pub async fn guard<S, E>(
     body: S,
     pace: Pace,
     quota: Option<QuotaWatch>,
-) -> Result<impl Stream<Item = Result<Bytes, BodyError<E>>> + Unpin, DomainError>
+) -> impl Stream<Item = Result<Bytes, BodyError<E>>> + Unpin
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     let quota = match quota {
         Some(q) => {
-            let room = q.room().await?;
+            let room = q.room().await;
             Some((q, room))
         }
         None => None,
@@ -101,7 +102,7 @@ where
         done: false,
     };
     // Fused: readers may ask again after the end.
-    Ok(Box::pin(futures::stream::unfold(state, next).fuse()))
+    Box::pin(futures::stream::unfold(state, next).fuse())
 }
 
 async fn next<S, E>(mut st: State<S>) -> Option<(Result<Bytes, BodyError<E>>, State<S>)>
@@ -141,26 +142,20 @@ where
         }
         Some(Ok(bytes)) => {
             st.received += bytes.len() as u64;
-            if let Some((q, room)) = &mut st.quota {
-                if st.received > *room || st.received - st.checked_at >= QUOTA_REFRESH_BYTES {
-                    st.checked_at = st.received;
-                    *room = match q.room().await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            st.done = true;
-                            return Some((Err(BodyError::Refused(e)), st));
-                        }
-                    };
-                    if st.received > *room {
-                        st.done = true;
-                        let detail = format!(
-                            "bytes: {} of {} used in this region, and this upload already sent {} bytes",
-                            q.limit - *room,
-                            q.limit,
-                            st.received
-                        );
-                        return Some((Err(BodyError::Refused(DomainError::QuotaExceeded { detail })), st));
-                    }
+            if let Some((q, room)) = &mut st.quota
+                && (st.received > *room || st.received - st.checked_at >= QUOTA_REFRESH_BYTES)
+            {
+                st.checked_at = st.received;
+                *room = q.room().await;
+                if st.received > *room {
+                    st.done = true;
+                    let detail = format!(
+                        "bytes: {} of {} used in this region, and this upload already sent {} bytes",
+                        q.limit.saturating_sub(*room),
+                        q.limit,
+                        st.received
+                    );
+                    return Some((Err(BodyError::Refused(DomainError::QuotaExceeded { detail })), st));
                 }
             }
             Some((Ok(bytes), st))

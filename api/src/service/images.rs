@@ -237,7 +237,7 @@ where
         }),
         _ => None,
     };
-    let body = guard(body, Pace::from_limits(&st.limits), watch).await?;
+    let body = guard(body, Pace::from_limits(&st.limits), watch).await;
     let blob = BlobId::new();
     let limits = IngestLimits {
         max_bytes: limit,
