@@ -306,3 +306,59 @@ both!(
         assert_eq!(state_of(&app, &t, id).await, "pending");
     }
 );
+
+both!(
+    upload_leases_are_renewed_while_streaming_and_lapse_after_a_crash,
+    config = |c: &mut strata_api::Config| {
+        c.limits.upload_lease_secs = 1;
+    },
+    |app: TestApp| async move {
+        use sea_orm::ConnectionTrait;
+        let t = app.token(&["acme"]);
+        let a = app.create_named("acme", &t, "streaming").await;
+        let a = a["id"].as_str().unwrap().to_owned();
+        let b = app.create_named("acme", &t, "orphaned").await;
+        let b = b["id"].as_str().unwrap().to_owned();
+        // a live upload outlasting its lease several times keeps it: renewed while streaming
+        let data = samples::raw_mbr(1 << 20);
+        let mut s = open_raw(
+            &app,
+            &upload_head(&app, &t, &a, "Transfer-Encoding: chunked\r\n"),
+            &chunk(&data[..65536]),
+        )
+        .await;
+        let mut offset = 65536;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(3500) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            s.write_all(&chunk(&data[offset..offset + 4096])).await.unwrap();
+            offset += 4096;
+        }
+        expect_error(
+            app.upload("acme", &t, &a, data.clone()).await,
+            StatusCode::CONFLICT,
+            "upload-in-progress",
+        )
+        .await;
+        s.write_all(&chunk(&data[offset..])).await.unwrap();
+        s.write_all(b"0\r\n\r\n").await.unwrap();
+        let (got, _) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+        assert_eq!(status_of(&got), 200, "{got}");
+        // a lease left by a process that died (nobody renews it) lapses
+        let db = strata_api::db::connect(&app.cfg.database_url(), Some(1)).await.unwrap();
+        let expires = chrono::Utc::now().timestamp_micros() + 1_000_000;
+        db.execute_unprepared(&format!(
+            "INSERT INTO upload_leases (image_id, organization_id, holder, expires_at) VALUES ('{b}', 'acme', 'dead', {expires})"
+        ))
+        .await
+        .unwrap();
+        expect_error(
+            app.upload("acme", &t, &b, data.clone()).await,
+            StatusCode::CONFLICT,
+            "upload-in-progress",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        expect_status(app.upload("acme", &t, &b, data.clone()).await, StatusCode::OK).await;
+    }
+);
