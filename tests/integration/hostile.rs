@@ -190,7 +190,10 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let failed = probes.iter().filter(|p| p.is_none()).count();
-    let slowest = probes.iter().flatten().max().copied().unwrap_or_default();
+    let mut answered: Vec<Duration> = probes.iter().flatten().copied().collect();
+    answered.sort();
+    let slowest = answered.last().copied().unwrap_or_default();
+    let median = answered.get(answered.len() / 2).copied().unwrap_or_default();
 
     let mut upload_end = Duration::ZERO;
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
@@ -212,7 +215,7 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
         .collect();
     let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     println!(
-        "hostile: nofile={NOFILE} connections={} probes={} failed={failed} slowest_probe={slowest:?} \
+        "hostile: nofile={NOFILE} connections={} probes={} failed={failed} median_probe={median:?} slowest_probe={slowest:?} \
          uploads_ended_within={upload_end:?} upload_answers={statuses:?} fds_before={fds_before} peak={peak} \
          fds_after={fds_after} staging_left={} good_upload={good_upload:?}",
         UPLOADS + SLOW_HEADERS + CHUNKED,
@@ -234,7 +237,10 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
         good_upload.1.contains(" 200 "),
         "an honest upload during the storm got {good_upload:?}"
     );
-    assert!(slowest < Duration::from_secs(5), "slowest probe {slowest:?}");
+    // Probes wait in the same listen backlog as the hostile connections ahead of them, which
+    // are shed at the header timeout (1 s) or after the disconnect linger (1 s): with 440 of
+    // them and ~90 connection slots that is a few seconds at worst on a busy 2-core machine.
+    assert!(slowest < Duration::from_secs(8), "slowest probe {slowest:?}");
     assert!(
         upload_end < Duration::from_secs(IDLE_SECS + 5),
         "stalled uploads took {upload_end:?} to end"
