@@ -52,10 +52,10 @@ async fn stall(addr: String, head: String, body: Vec<u8>, limit: Duration) -> (O
     }
 }
 
-/// One `/healthz` on a fresh connection; its latency if it answered 200.
-async fn probe(addr: &str) -> Option<Duration> {
+/// One `/healthz` or `/readyz` on a fresh connection; its latency if it answered 200.
+async fn probe(addr: &str, path: &str) -> Option<Duration> {
     let started = Instant::now();
-    let head = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let (closed, line) = stall(addr.to_owned(), head, vec![], Duration::from_secs(10)).await;
     (closed.is_some() && line.contains(" 200 ")).then(|| started.elapsed())
 }
@@ -175,7 +175,8 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     let mut probes = vec![];
     let mut good_upload = None;
     while started.elapsed() < Duration::from_secs(8) {
-        probes.push(probe(&addr).await);
+        let path = if probes.len() % 2 == 0 { "/healthz" } else { "/readyz" };
+        probes.push(probe(&addr, path).await);
         peak = peak.max(open_fds(pid));
         if good_upload.is_none() && started.elapsed() > Duration::from_secs(1) {
             let small = strata_domain::disk_format::samples::raw_mbr(65536);
