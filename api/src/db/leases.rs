@@ -113,6 +113,15 @@ impl UploadLease {
     }
 }
 
+/// Removes every lapsed lease (the sweeper's job; `acquire` also removes the ones in its way).
+pub async fn remove_lapsed(db: &DatabaseConnection) -> ApiResult<u64> {
+    let res = upload_leases::Entity::delete_many()
+        .filter(upload_leases::Column::ExpiresAt.lt(micros(now())))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
 async fn delete(db: &DatabaseConnection, image: &str, holder: &str) -> ApiResult<()> {
     upload_leases::Entity::delete_many()
         .filter(upload_leases::Column::ImageId.eq(image))
