@@ -75,7 +75,29 @@ impl Application {
             Some(at) => Some(crate::metrics::serve_separately(at, state.clone())?),
             None => None,
         };
-        let mut server = HttpServer::new(move || {
+        let workers = cfg
+            .server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1);
+        let nofile = crate::fdlimit::raise();
+        let max_connections = cfg.server.max_connections.unwrap_or_else(|| {
+            crate::fdlimit::max_connections(nofile, workers, cfg.database.max_connections.unwrap_or(16))
+        });
+        match nofile {
+            Some(n) if n < crate::fdlimit::RECOMMENDED => tracing::warn!(
+                open_file_limit = n,
+                max_connections_per_worker = max_connections,
+                workers,
+                "the open-file limit (RLIMIT_NOFILE) is {n}, below the recommended {}: at most {max_connections} \
+                 connections per worker are served at once, the rest wait; raise it (ulimit -n, LimitNOFILE=)",
+                crate::fdlimit::RECOMMENDED
+            ),
+            _ => {
+                tracing::info!(open_file_limit = ?nofile, max_connections_per_worker = max_connections, workers, "connection budget")
+            }
+        }
+        let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(middleware::close_after_refused_body))
                 .wrap(from_fn(middleware::request_id))
@@ -97,10 +119,11 @@ impl Application {
         })
         .on_connect(crate::metrics::on_connect(metrics))
         .shutdown_timeout(cfg.server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_secs(30));
-        if let Some(w) = cfg.server.workers {
-            server = server.workers(w.max(1));
-        }
+        .client_request_timeout(Duration::from_secs(cfg.server.request_header_timeout_secs.max(1)))
+        .client_disconnect_timeout(Duration::from_secs(cfg.server.disconnect_timeout_secs.max(1)))
+        .keep_alive(Duration::from_secs(cfg.server.keep_alive_secs))
+        .max_connections(max_connections)
+        .workers(workers);
         let server = server.listen(listener)?.run();
         Ok(Self {
             server,

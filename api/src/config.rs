@@ -33,6 +33,17 @@ pub struct ServerConfig {
     /// How long running requests may take to finish after a shutdown signal.
     pub shutdown_timeout_secs: u64,
     pub workers: Option<usize>,
+    /// How long a client may take to send a request's headers.
+    pub request_header_timeout_secs: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// How long the server waits for a client to go away after it has answered and closed
+    /// (also how long a refused request's unread body is discarded before the socket closes).
+    pub disconnect_timeout_secs: u64,
+    /// Connections served at once per worker. Default: derived from the open-file limit
+    /// (`RLIMIT_NOFILE`), so excess connections wait in the listen backlog instead of failing
+    /// with "too many open files".
+    pub max_connections: Option<usize>,
     /// Serve `GET /metrics` only on this address (e.g. `127.0.0.1:9100`), not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -98,6 +109,15 @@ pub struct KeyConfig {
 pub struct LimitsConfig {
     /// Largest image accepted, in bytes.
     pub max_image_bytes: u64,
+    /// An upload that sends nothing for this long is aborted with 408.
+    pub body_idle_timeout_secs: u64,
+    /// Total time an upload body may take: this many seconds plus its size at
+    /// `body_min_bytes_per_sec`; a slower upload is aborted with 408.
+    pub body_base_secs: u64,
+    pub body_min_bytes_per_sec: u64,
+    /// How long an upload's lease (one per image, counted per organization) lasts without
+    /// renewal: what a crashed process's uploads hold at most. Renewed while streaming.
+    pub upload_lease_secs: u64,
 }
 
 /// Per-organization limits in each region, with per-organization overrides. Global images
@@ -108,6 +128,8 @@ pub struct QuotaConfig {
     pub max_images: u64,
     pub max_bytes: u64,
     pub max_concurrent_imports: u64,
+    /// Uploads in flight at once, per organization (across all replicas).
+    pub max_concurrent_uploads: u64,
     pub organizations: std::collections::BTreeMap<String, QuotaOverride>,
 }
 
@@ -117,6 +139,7 @@ pub struct QuotaOverride {
     pub max_images: Option<u64>,
     pub max_bytes: Option<u64>,
     pub max_concurrent_imports: Option<u64>,
+    pub max_concurrent_uploads: Option<u64>,
 }
 
 /// The limits that apply to one organization.
@@ -125,6 +148,7 @@ pub struct Limits {
     pub images: u64,
     pub bytes: u64,
     pub concurrent_imports: u64,
+    pub concurrent_uploads: u64,
 }
 
 impl Default for QuotaConfig {
@@ -133,6 +157,7 @@ impl Default for QuotaConfig {
             max_images: 10_000,
             max_bytes: 10 << 40,
             max_concurrent_imports: 4,
+            max_concurrent_uploads: 8,
             organizations: Default::default(),
         }
     }
@@ -145,6 +170,7 @@ impl QuotaConfig {
             images: o.max_images.unwrap_or(self.max_images),
             bytes: o.max_bytes.unwrap_or(self.max_bytes),
             concurrent_imports: o.max_concurrent_imports.unwrap_or(self.max_concurrent_imports),
+            concurrent_uploads: o.max_concurrent_uploads.unwrap_or(self.max_concurrent_uploads),
         }
     }
 }
@@ -284,6 +310,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout_secs: 30,
             workers: None,
+            request_header_timeout_secs: 10,
+            keep_alive_secs: 5,
+            disconnect_timeout_secs: 1,
+            max_connections: None,
             metrics_listen: None,
         }
     }
@@ -306,6 +336,10 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_image_bytes: 64 << 30,
+            body_idle_timeout_secs: 30,
+            body_base_secs: 60,
+            body_min_bytes_per_sec: 64 << 10,
+            upload_lease_secs: 60,
         }
     }
 }

@@ -70,7 +70,10 @@ fn status_of(e: &DomainError) -> StatusCode {
         | D::InvalidState { .. }
         | D::ImageProtected
         | D::InUse { .. }
-        | D::QuotaExceeded { .. } => StatusCode::CONFLICT,
+        | D::QuotaExceeded { .. }
+        | D::UploadInProgress => StatusCode::CONFLICT,
+        D::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+        D::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
         D::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         D::UnsupportedDiskFormat { .. }
         | D::ChecksumMismatch { .. }
@@ -113,6 +116,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Domain(DomainError::MethodNotAllowed { allowed }) => {
                 res.insert_header((header::ALLOW, allowed.join(", ")));
+            }
+            ApiError::Domain(DomainError::TooManyUploads { retry_after_secs, .. }) => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             ApiError::Domain(DomainError::RangeNotSatisfiable { size }) => {
                 res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));

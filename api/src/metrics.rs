@@ -200,7 +200,7 @@ impl Metrics {
         drop(map);
         match status {
             408 => self.request_timed_out(),
-            503 => self.request_shed(),
+            429 | 503 => self.request_shed(),
             _ => {}
         }
     }

@@ -2,11 +2,19 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use actix_web::HttpMessage;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use bytes::Bytes;
+use futures::Stream;
 use tracing::Instrument;
 
 use crate::error::REQUEST_ID;
@@ -45,11 +53,17 @@ pub async fn request_id(
 }
 
 /// A request refused before its body was read (413 by Content-Length, 422 after the first 64 KiB,
-/// 415, ...) leaves unread bytes on the connection; reusing it would hang or misparse the next
-/// request. Error responses to requests with a body therefore close the connection.
+/// 415, 401, 404, ...) leaves unread bytes on the connection; reusing it would hang or misparse the
+/// next request. Error responses to requests with a body therefore close the connection.
+///
+/// `Connection: close` alone is not enough for chunked bodies: when the handler has dropped the
+/// payload, actix-http *drains* a chunked body to its end before closing, and a client that stays
+/// silent holds the connection forever. So the payload is kept alive (held by the response body)
+/// until the response is written: the server then lingers for the disconnect timeout at most and
+/// closes, whatever the framing.
 pub async fn close_after_refused_body(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
         || req
@@ -57,9 +71,42 @@ pub async fn close_after_refused_body(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
+    let held = has_body.then(|| {
+        let shared = Rc::new(RefCell::new(req.take_payload()));
+        let reader = shared.clone();
+        let stream = futures::stream::poll_fn(move |cx| Pin::new(&mut *reader.borrow_mut()).poll_next(cx));
+        req.set_payload(Payload::Stream {
+            payload: Box::pin(stream),
+        });
+        shared
+    });
     let mut res = next.call(req).await?;
-    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+    let refused = res.status().is_client_error() || res.status().is_server_error();
+    if has_body && refused {
         res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
     }
-    Ok(res)
+    // Successful responses let the framework drain what is left as before.
+    let held = held.filter(|_| refused);
+    Ok(res.map_body(|_, body| HoldPayload {
+        body: body.boxed(),
+        _payload: held,
+    }))
+}
+
+/// A response body that keeps the request's payload alive until the response is written.
+struct HoldPayload {
+    body: BoxBody,
+    _payload: Option<Rc<RefCell<Payload>>>,
+}
+
+impl MessageBody for HoldPayload {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }

@@ -65,6 +65,12 @@ pub enum DomainError {
     MethodNotAllowed { allowed: Vec<String> },
     #[error("unsupported media type {got:?}; send {expected}")]
     UnsupportedMediaType { got: String, expected: &'static str },
+    #[error("request timed out: {reason}")]
+    RequestTimeout { reason: String },
+    #[error("another upload to this image is in progress; wait for it to end")]
+    UploadInProgress,
+    #[error("too many uploads in progress for this organization ({limit} at most); retry later")]
+    TooManyUploads { limit: u64, retry_after_secs: u64 },
 }
 
 impl DomainError {
@@ -104,6 +110,9 @@ impl DomainError {
             DomainError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             DomainError::MethodNotAllowed { .. } => "method-not-allowed",
             DomainError::UnsupportedMediaType { .. } => "unsupported-media-type",
+            DomainError::RequestTimeout { .. } => "request-timeout",
+            DomainError::UploadInProgress => "upload-in-progress",
+            DomainError::TooManyUploads { .. } => "too-many-uploads",
         }
     }
 }

@@ -6,6 +6,7 @@ mod m20261122_000001_images;
 mod m20261122_000002_import_jobs;
 mod m20261122_000003_usage;
 mod m20261122_000004_multipart_uploads;
+mod m20261202_000005_upload_leases;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_import_jobs::Migration),
             Box::new(m20261122_000003_usage::Migration),
             Box::new(m20261122_000004_multipart_uploads::Migration),
+            Box::new(m20261202_000005_upload_leases::Migration),
         ]
     }
 }

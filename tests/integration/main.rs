@@ -5,9 +5,11 @@
 mod harness;
 
 mod auth;
+mod availability;
 mod cli;
 mod consumers;
 mod files;
+mod hostile;
 mod images;
 mod imports;
 mod metrics;

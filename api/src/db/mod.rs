@@ -6,6 +6,7 @@ pub mod consumers;
 pub mod entities;
 pub mod images;
 pub mod jobs;
+pub mod leases;
 pub mod uploads;
 pub mod usage;
 

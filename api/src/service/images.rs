@@ -16,6 +16,7 @@ use crate::db;
 use crate::db::images::DeleteOutcome;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{CreateImageRequest, PatchImageRequest, SourceSpec};
+use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
 use crate::state::AppState;
 use crate::tenancy::{ImagesWrite, OrgRegion};
 
@@ -206,6 +207,37 @@ where
     if let (Some(n), Some(org), Some(l)) = (content_length, &img.organization_id, quota(st, &img)) {
         db::usage::bytes_fit(&st.db, org.as_str(), img.region_id.as_str(), n, l).await?;
     }
+    // One upload per image, a bounded number per organization, across replicas.
+    let lease = db::leases::acquire(
+        &st.db,
+        id,
+        access.org.as_str(),
+        st.quotas.limits_for(access.org.as_str()).concurrent_uploads,
+        std::time::Duration::from_secs(st.limits.upload_lease_secs.max(1)),
+    )
+    .await?;
+    let result = store_upload(st, access, &img, body).await;
+    lease.release().await;
+    result
+}
+
+async fn store_upload<S, E>(st: &AppState, access: &OrgRegion<ImagesWrite>, img: &Image, body: S) -> ApiResult<Image>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let id = img.id;
+    let limit = st.limits.max_image_bytes;
+    let watch = match (&img.organization_id, quota(st, img)) {
+        (Some(org), Some(l)) => Some(QuotaWatch {
+            db: st.db.clone(),
+            org: org.to_string(),
+            region: img.region_id.to_string(),
+            limit: l.bytes,
+        }),
+        _ => None,
+    };
+    let body = guard(body, Pace::from_limits(&st.limits), watch).await;
     let blob = BlobId::new();
     let limits = IngestLimits {
         max_bytes: limit,
@@ -224,10 +256,14 @@ where
             IngestError::ChecksumMismatch { expected, actual } => {
                 DomainError::ChecksumMismatch { expected, actual }.into()
             }
-            IngestError::Source(e) => DomainError::invalid("body", format!("the upload was interrupted: {e}")).into(),
+            IngestError::Source(BodyError::Timeout(reason)) => DomainError::RequestTimeout { reason }.into(),
+            IngestError::Source(BodyError::Refused(e)) => e.into(),
+            IngestError::Source(BodyError::Source(e)) => {
+                DomainError::invalid("body", format!("the upload was interrupted: {e}")).into()
+            }
             IngestError::Storage(e) => ApiError::from(e),
         })?;
-    let marked = db::images::mark_ready(&st.db, &img, blob, done.size, &done.sha256, quota(st, &img)).await;
+    let marked = db::images::mark_ready(&st.db, img, blob, done.size, &done.sha256, quota(st, img)).await;
     if !matches!(marked, Ok(true)) {
         // Over quota, a database error, or someone else completed or deleted the image while we
         // were copying: our bytes must not stay behind.

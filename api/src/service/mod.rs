@@ -1,6 +1,7 @@
 //! Business operations. Each takes a tenancy value from `crate::tenancy`, so only callers that
 //! passed the checks can reach tenant data, and each owns its rules; handlers only translate HTTP.
 
+pub mod body;
 pub mod consumers;
 pub mod images;
 pub mod imports;

@@ -82,6 +82,8 @@ impl Sweeper {
     async fn sweep_into(&self, report: &mut SweepReport) -> ApiResult<()> {
         let grace = Duration::from_secs(self.cfg.grace_secs);
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        // Upload leases whose holders stopped renewing them (a process died mid-upload).
+        crate::db::leases::remove_lapsed(&self.db).await?;
         let mp_grace = Duration::from_secs(self.cfg.multipart_grace_secs);
         let mp_cutoff = crate::db::now().timestamp_micros() - i64::try_from(mp_grace.as_micros()).unwrap_or(i64::MAX);
         for open in crate::db::uploads::older_than(&self.db, mp_cutoff).await? {
