@@ -279,6 +279,24 @@ both!(
             closed["message"].as_str().unwrap().replace("vip", "X"),
             missing["message"].as_str().unwrap().replace("nowhere", "X")
         );
+        // readiness does not name regions to anyone but a platform admin
+        for token in [None, Some(other.clone()), Some(acme.clone())] {
+            let mut req = app.client.get(format!("{}/readyz", app.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let text = req.send().await.unwrap().text().await.unwrap();
+            assert!(
+                !text.contains("vip") && !text.contains("open"),
+                "readyz names a region: {text}"
+            );
+        }
+        let admin = app
+            .req(Method::GET, &format!("{}/readyz", app.base), &app.admin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_status(admin, StatusCode::OK).await["checks"]["region:vip"], "ok");
         // even for writes, and for the v2 query
         let res = app
             .req(Method::POST, &format!("{}/images", app.v1("other", "vip")), &other)
