@@ -123,6 +123,12 @@ both!(
             ("http://127.0.0.2/x".into(), "url-not-allowed", "loopback"),
             ("http://10.1.2.3/x".into(), "url-not-allowed", "private"),
             ("http://[::1]:8080/x".into(), "url-not-allowed", "not allowed"),
+            // IPv6 spellings of IPv4 loopback: refused by the policy, never connected to
+            ("http://[::ffff:0:7f00:1]/x".into(), "url-not-allowed", "loopback"),
+            ("http://[::ffff:0:127.0.0.1]/x".into(), "url-not-allowed", "loopback"),
+            ("http://[64:ff9b::7f00:1]/x".into(), "url-not-allowed", "loopback"),
+            ("http://[64:ff9b:1::7f00:1]/x".into(), "url-not-allowed", "NAT64"),
+            ("http://[2002:7f00:1::1]/x".into(), "url-not-allowed", "loopback"),
             ("ftp://127.0.0.1/x".into(), "url-not-allowed", "scheme"),
             ("file:///etc/passwd".into(), "url-not-allowed", "scheme"),
         ];
