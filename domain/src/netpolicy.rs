@@ -205,10 +205,11 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         return v4_reason(embedded_v4(seg[1], seg[2]));
     }
     // ISATAP interface identifiers (RFC 5214) carry an IPv4 address after 0000:5efe / 0200:5efe
-    if seg[4] & 0xfcff == 0 && seg[5] == 0x5efe {
-        if let Some(reason) = v4_reason(embedded_v4(seg[6], seg[7])) {
-            return Some(reason);
-        }
+    if seg[4] & 0xfcff == 0
+        && seg[5] == 0x5efe
+        && let Some(reason) = v4_reason(embedded_v4(seg[6], seg[7]))
+    {
+        return Some(reason);
     }
     if ip.is_multicast() {
         Some("multicast address")
