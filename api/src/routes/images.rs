@@ -3,6 +3,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use strata_domain::DomainError;
 
 use crate::error::ApiResult;
+use crate::extract::JsonObject;
 use crate::model::{CreateImageRequest, ImagePath, ImageView, ListParams, OrgRegionPath, PatchImageRequest};
 use crate::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
@@ -71,7 +72,7 @@ async fn create_image(
     req: HttpRequest,
     st: web::Data<AppState>,
     access: OrgRegion<ImagesWrite>,
-    body: web::Json<CreateImageRequest>,
+    body: JsonObject<CreateImageRequest>,
 ) -> ApiResult<HttpResponse> {
     let img = service::images::create(&st, &access, body.into_inner()).await?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), img.id);
@@ -127,7 +128,7 @@ async fn patch_image(
     st: web::Data<AppState>,
     access: OrgRegion<ImagesWrite>,
     id: ImageRef,
-    body: web::Json<PatchImageRequest>,
+    body: JsonObject<PatchImageRequest>,
 ) -> ApiResult<HttpResponse> {
     let if_match = match req.headers().get(header::IF_MATCH) {
         Some(v) => Some(
