@@ -63,6 +63,7 @@ impl Application {
         let addr = listener.local_addr()?;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(middleware::header_limits))
                 .wrap(from_fn(middleware::close_after_refused_body))
                 .wrap(from_fn(middleware::request_id))
                 .app_data(state.clone())

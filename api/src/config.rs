@@ -80,6 +80,12 @@ pub struct KeyConfig {
 pub struct LimitsConfig {
     /// Largest image accepted, in bytes.
     pub max_image_bytes: u64,
+    /// Largest request header section (request line plus every `name: value` line), in bytes;
+    /// more is `431 headers-too-large`. actix-web itself cuts off at 128 KiB (empty 431).
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more is `431 headers-too-large`. actix-web itself
+    /// cuts off at 96 (empty 431).
+    pub max_header_fields: usize,
 }
 
 /// Per-organization limits in each region, with per-organization overrides. Global images
@@ -286,6 +292,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_image_bytes: 64 << 30,
+            max_header_bytes: 32 * 1024,
+            max_header_fields: 64,
         }
     }
 }

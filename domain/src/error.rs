@@ -65,6 +65,9 @@ pub enum DomainError {
     MethodNotAllowed { allowed: Vec<String> },
     #[error("unsupported media type {got:?}; send {expected}")]
     UnsupportedMediaType { got: String, expected: &'static str },
+    /// The request's header section is over a limit (total size or number of fields).
+    #[error("request headers too large: {detail}")]
+    HeadersTooLarge { detail: String },
 }
 
 impl DomainError {
@@ -104,6 +107,7 @@ impl DomainError {
             DomainError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             DomainError::MethodNotAllowed { .. } => "method-not-allowed",
             DomainError::UnsupportedMediaType { .. } => "unsupported-media-type",
+            DomainError::HeadersTooLarge { .. } => "headers-too-large",
         }
     }
 }

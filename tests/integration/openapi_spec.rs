@@ -124,3 +124,81 @@ both!(readyz_reports_unreachable_storage, |app: TestApp| async move {
     let h = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     expect_status(h, StatusCode::OK).await;
 });
+
+both!(oversized_headers_get_the_json_error, |app: TestApp| async move {
+    let url = format!("{}/healthz", app.base);
+    // more fields than [limits] max_header_fields (64), fewer than actix's own 96
+    let mut req = app.client.get(&url);
+    for i in 0..80 {
+        req = req.header(format!("x-filler-{i}"), "v");
+    }
+    let err = expect_error(
+        req.send().await.unwrap(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers-too-large",
+    )
+    .await;
+    assert!(err["message"].as_str().unwrap().contains("header fields"), "{err}");
+    assert!(!err["requestId"].as_str().unwrap().is_empty());
+    // more bytes than max_header_bytes (32 KiB), less than actix's own 128 KiB
+    let res = app
+        .client
+        .get(&url)
+        .header("x-big", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large").await;
+    // on an authenticated route too, before the token is looked at
+    let res = app
+        .client
+        .get(format!("{}/images", app.v1("acme", "local")))
+        .bearer_auth(app.token(&["acme"]))
+        .header("x-big", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large").await;
+    // within the limits all is well
+    let res = app
+        .client
+        .get(&url)
+        .header("x-ok", "a".repeat(1024))
+        .send()
+        .await
+        .unwrap();
+    expect_status(res, StatusCode::OK).await;
+});
+
+fn low_header_limits(cfg: &mut strata_api::Config) {
+    cfg.limits.max_header_fields = 10;
+    cfg.limits.max_header_bytes = 2048;
+}
+
+both!(
+    header_limits_are_configurable,
+    config = low_header_limits,
+    |app: TestApp| async move {
+        let url = format!("{}/healthz", app.base);
+        let mut req = app.client.get(&url);
+        for i in 0..12 {
+            req = req.header(format!("x-filler-{i}"), "v");
+        }
+        expect_error(
+            req.send().await.unwrap(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+        )
+        .await;
+        let res = app
+            .client
+            .get(&url)
+            .header("x-big", "a".repeat(3000))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large").await;
+        let res = app.client.get(&url).send().await.unwrap();
+        expect_status(res, StatusCode::OK).await;
+    }
+);
