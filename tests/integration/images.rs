@@ -466,3 +466,56 @@ both!(json_bodies_are_objects_in_utf8, |app: TestApp| async move {
     let got = expect_status(app.req(Method::GET, &img_url, &t).send().await.unwrap(), StatusCode::OK).await;
     assert_eq!(got["revision"], 1);
 });
+
+both!(
+    a_patch_that_changes_nothing_changes_nothing,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let url = format!("{}/images", app.v1("acme", "local"));
+        let res = app
+            .req(Method::POST, &url, &t)
+            .json(&json!({"name": "same", "description": "d", "tags": {"k": "v"}, "source": {"type": "upload"}}))
+            .send()
+            .await
+            .unwrap();
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        let img = expect_status(res, StatusCode::CREATED).await;
+        let img_url = format!("{url}/{}", img["id"].as_str().unwrap());
+        for patch in [
+            json!({}),
+            json!({"name": "same"}),
+            json!({"description": "d", "protected": false}),
+            json!({"tags": {}}),
+            json!({"tags": {"k": "v", "absent": null}}),
+            json!({"protected": null}),
+        ] {
+            let res = app
+                .req(Method::PATCH, &img_url, &t)
+                .header("if-match", &etag)
+                .json(&patch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.headers()["etag"].to_str().unwrap(), etag, "{patch}");
+            let got = expect_status(res, StatusCode::OK).await;
+            assert_eq!(got["revision"], 1, "{patch}");
+            assert_eq!(got["updatedAt"], img["updatedAt"], "{patch}");
+        }
+        // a real change still bumps the revision, and a stale If-Match is still refused
+        let res = app
+            .req(Method::PATCH, &img_url, &t)
+            .json(&json!({"description": "new"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_status(res, StatusCode::OK).await["revision"], 2);
+        let res = app
+            .req(Method::PATCH, &img_url, &t)
+            .header("if-match", &etag)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::PRECONDITION_FAILED, "precondition-failed").await;
+    }
+);

@@ -143,6 +143,10 @@ pub async fn patch(
         if let Some(tag) = if_match {
             check_if_match(tag, current.revision)?;
         }
+        // A patch that changes nothing changes nothing: same revision, ETag and updatedAt.
+        let Some(next) = next else {
+            return Ok(current);
+        };
         if db::images::update_metadata(&st.db, &next, current.revision).await? {
             return Ok(next);
         }
@@ -156,7 +160,8 @@ pub async fn patch(
     )))
 }
 
-fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, DomainError> {
+/// The image after the patch, or `None` when the patch leaves every field as it is.
+fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Option<Image>, DomainError> {
     let mut next = current.clone();
     match &req.name {
         None => {}
@@ -177,9 +182,16 @@ fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, Domain
         Some(None) => next.protected = false,
         Some(Some(p)) => next.protected = p,
     }
+    let unchanged = next.name == current.name
+        && next.description == current.description
+        && next.tags == current.tags
+        && next.protected == current.protected;
+    if unchanged {
+        return Ok(None);
+    }
     next.updated_at = db::now();
     next.revision = current.revision + 1;
-    Ok(next)
+    Ok(Some(next))
 }
 
 /// Streams an upload into storage and marks the image ready. On any failure the image stays
