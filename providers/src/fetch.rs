@@ -141,10 +141,14 @@ impl Source {
         if url.host().is_none() {
             return Err(FetchError::InvalidUrl("no host".into()));
         }
-        let credentials = (!url.username().is_empty() || url.password().is_some()).then(|| Credentials {
-            user: decode(url.username()),
-            password: url.password().map(decode),
-        });
+        let credentials = if !url.username().is_empty() || url.password().is_some() {
+            Some(Credentials {
+                user: decode(url.username())?,
+                password: url.password().map(decode).transpose()?,
+            })
+        } else {
+            None
+        };
         // Cannot fail for http(s) URLs with a host.
         let _ = url.set_username("");
         let _ = url.set_password(None);
@@ -162,11 +166,13 @@ impl Source {
     }
 }
 
-fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// Percent-decodes a userinfo component as the URL standard does: `%XX` only; `+`, `&` and `=`
+/// are themselves (form decoding would turn `+` into a space and split at `&`).
+fn decode(s: &str) -> Result<String, FetchError> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| FetchError::InvalidUrl("the credentials are not UTF-8 once percent-decoded".into()))
 }
 
 /// An open download.
@@ -504,6 +510,11 @@ mod tests {
         assert_eq!(s.redacted(), "https://example.com/disk.raw");
         let c = s.credentials.as_ref().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_deref()), ("alice", Some("s@cret")));
+        // `+`, `&` and `=` are literal in userinfo; only %XX is decoded
+        let s = Source::parse("https://a+b:p+w&x=y%2B%20z@example.com/").unwrap();
+        let c = s.credentials.as_ref().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_deref()), ("a+b", Some("p+w&x=y+ z")));
+        assert!(Source::parse("https://u:%FF@example.com/").is_err());
         assert!(!format!("{s:?}").contains("cret"));
         let e = Source::parse("http://user:pw@[::1").unwrap_err();
         assert!(!e.to_string().contains("pw"));

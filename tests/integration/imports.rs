@@ -282,6 +282,33 @@ both!(
 );
 
 both!(
+    userinfo_is_percent_decoded_as_the_url_standard_says,
+    config = import_cfg,
+    |app: TestApp| async move {
+        use base64::Engine;
+        let t = app.token(&["acme"]);
+        let up = Upstream::start(samples::raw_mbr(8192), Behaviour::Normal).await;
+        // `+`, `&` and `=` are themselves; `%2B` and `%40` are decoded
+        let with_creds = up.url("d").replace("http://", "http://a+b:p+ss&w=rd%2B%40@");
+        let img = expect_status(
+            create_url(&app, &t, "plus", &with_creds, None).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        wait_for(&app, &t, img["id"].as_str().unwrap(), 20, state("ready")).await;
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("a+b:p+ss&w=rd+@")
+        );
+        let seen = up.authorizations();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for got in seen {
+            assert_eq!(got.as_deref(), Some(want.as_str()));
+        }
+    }
+);
+
+both!(
     credentials_are_used_but_never_shown,
     config = import_cfg,
     |app: TestApp| async move {
