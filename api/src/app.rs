@@ -140,6 +140,7 @@ impl KnownRoutes {
                     ("POST", &item.post),
                     ("PATCH", &item.patch),
                     ("DELETE", &item.delete),
+                    ("HEAD", &item.head),
                 ];
                 for (name, op) in ops {
                     if op.is_some() {

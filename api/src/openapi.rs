@@ -147,12 +147,13 @@ fn close_tagged_variants(api: &mut utoipa::openapi::OpenApi) {
 fn add_links(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::link::LinkBuilder;
-    const FOLLOWERS: [(&str, &str); 6] = [
+    const FOLLOWERS: [(&str, &str); 7] = [
         ("GetImage", "getImage"),
         ("PatchImage", "patchImage"),
         ("DeleteImage", "deleteImage"),
         ("UploadImageFile", "uploadImageFile"),
         ("DownloadImageFile", "downloadImageFile"),
+        ("HeadImageFile", "headImageFile"),
         ("ListImageConsumers", "listImageConsumers"),
     ];
     let path = format!("{}/images", crate::routes::V1_PREFIX);
