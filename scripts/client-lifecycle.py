@@ -13,7 +13,7 @@ import uuid
 from strata_client import AuthenticatedClient
 from strata_client.api.consumers import delete_image_consumer, list_image_consumers, put_image_consumer
 from strata_client.api.health import healthz, metrics, readyz
-from strata_client.api.image_files import download_image_file, upload_image_file
+from strata_client.api.image_files import download_image_file, head_image_file, upload_image_file
 from strata_client.api.images import create_image, delete_image, get_image, get_usage, list_images, patch_image
 from strata_client.api.query import query_images
 from strata_client.models import (
@@ -95,6 +95,14 @@ etag = got.headers["etag"]
 dl = download_image_file.sync_detailed(ORG, REGION, img.id, client=client)
 assert dl.status_code == 200 and dl.content == disk, "download differs"
 print("client: download: 200")
+head = head_image_file.sync_detailed(ORG, REGION, img.id, client=client)
+step("head file", head, 200, None)
+assert head.content == b"", "HEAD sent a body"
+assert int(head.headers["content-length"]) == len(disk) and head.headers["etag"] == dl.headers["etag"]
+assert head.headers["accept-ranges"] == "bytes"
+step("head file, If-None-Match", head_image_file.sync_detailed(ORG, REGION, img.id, client=client, if_none_match=head.headers["etag"]), 304, None)
+step("download, If-None-Match", download_image_file.sync_detailed(ORG, REGION, img.id, client=client, if_none_match=head.headers["etag"]), 304, None)
+step("get, If-None-Match", get_image.sync_detailed(ORG, REGION, img.id, client=client, if_none_match=etag), 304, None)
 
 # patch with If-Match, then a stale If-Match -> 412
 patch = PatchImageRequest(tags=PatchImageRequestTagsType0.from_dict({"team": None, "owner": "ops"}), protected=False)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use actix_web::dev::ResourceDef;
 use actix_web::dev::Server;
-use actix_web::error::JsonPayloadError;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpServer, web};
 use strata_domain::{DomainError, ResourceKind};
@@ -24,9 +23,6 @@ use crate::service::imports::Importer;
 use crate::service::sweeper::Sweeper;
 use crate::state::{AppState, build_regions};
 use crate::{db, middleware, routes};
-
-/// Largest JSON request body; image bytes go through the streaming file route instead.
-const JSON_LIMIT: usize = 64 * 1024;
 
 pub struct Application {
     server: Server,
@@ -99,12 +95,12 @@ impl Application {
         }
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(middleware::header_limits))
                 .wrap(from_fn(middleware::close_after_refused_body))
                 .wrap(from_fn(middleware::request_id))
                 .wrap(from_fn(crate::metrics::track))
                 .app_data(state.clone())
                 .app_data(known.clone())
-                .app_data(json_config())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request("query", e)))
                 .app_data(web::PathConfig::default().error_handler(|e, _| bad_request("path", e)))
                 .into_utoipa_app()
@@ -172,25 +168,6 @@ impl Application {
     }
 }
 
-fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _req| {
-        let e: ApiError = match &err {
-            JsonPayloadError::ContentType => DomainError::UnsupportedMediaType {
-                got: "a non-JSON content type".into(),
-                expected: "application/json",
-            }
-            .into(),
-            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => DomainError::TooLarge {
-                limit: JSON_LIMIT as u64,
-            }
-            .into(),
-            JsonPayloadError::Deserialize(e) => DomainError::invalid("body", e.to_string()).into(),
-            other => DomainError::invalid("body", other.to_string()).into(),
-        };
-        e.into()
-    })
-}
-
 /// Every documented path and its methods, taken from the OpenAPI document, so a request to a known
 /// path with another method gets 405 and an `Allow` header instead of 404.
 struct KnownRoutes(Vec<(ResourceDef, Vec<String>)>);
@@ -209,6 +186,7 @@ impl KnownRoutes {
                     ("POST", &item.post),
                     ("PATCH", &item.patch),
                     ("DELETE", &item.delete),
+                    ("HEAD", &item.head),
                 ];
                 for (name, op) in ops {
                     if op.is_some() {

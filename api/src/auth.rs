@@ -149,6 +149,16 @@ impl Verifier {
             reason: reason.to_owned(),
         };
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauth("malformed token"))?;
+        // RFC 7515 4.1.11: a `crit` header names extensions the recipient must understand; we
+        // understand none. `b64` (RFC 7797, unencoded payload) changes what is signed.
+        if header.crit.is_some() {
+            return Err(unauth(
+                "the token's crit header names extensions this server does not understand",
+            ));
+        }
+        if header.extras.inner().contains_key("b64") {
+            return Err(unauth("tokens with a b64 header are not accepted"));
+        }
         let candidates = self.keys.iter().filter(|k| match (&header.kid, &k.kid) {
             (Some(want), Some(have)) => want == have,
             (Some(_), None) | (None, _) => k.validation.algorithms.contains(&header.alg),
@@ -156,7 +166,17 @@ impl Verifier {
         let mut last = unauth("no trusted key matches the token's kid or alg");
         for k in candidates {
             match jsonwebtoken::decode::<Claims>(token, &k.key, &k.validation) {
-                Ok(data) => return principal_from(data.claims),
+                Ok(data) => {
+                    let now = jsonwebtoken::get_current_timestamp();
+                    if data
+                        .claims
+                        .iat
+                        .is_some_and(|iat| iat > now.saturating_add(k.validation.leeway))
+                    {
+                        return Err(unauth("token issued in the future"));
+                    }
+                    return principal_from(data.claims);
+                }
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = unauth(match e.kind() {

@@ -118,6 +118,12 @@ pub struct LimitsConfig {
     /// How long an upload's lease (one per image, counted per organization) lasts without
     /// renewal: what a crashed process's uploads hold at most. Renewed while streaming.
     pub upload_lease_secs: u64,
+    /// Largest request header section (request line plus every `name: value` line), in bytes;
+    /// more is `431 headers-too-large`. actix-web itself cuts off at 128 KiB (empty 431).
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more is `431 headers-too-large`. actix-web itself
+    /// cuts off at 96 (empty 431).
+    pub max_header_fields: usize,
 }
 
 /// Per-organization limits in each region, with per-organization overrides. Global images
@@ -340,6 +346,8 @@ impl Default for LimitsConfig {
             body_base_secs: 60,
             body_min_bytes_per_sec: 64 << 10,
             upload_lease_secs: 60,
+            max_header_bytes: 32 * 1024,
+            max_header_fields: 64,
         }
     }
 }

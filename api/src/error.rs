@@ -83,6 +83,7 @@ fn status_of(e: &DomainError) -> StatusCode {
         D::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         D::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         D::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        D::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod extract;
 pub mod fdlimit;
 pub mod metrics;
 pub mod middleware;

@@ -17,7 +17,12 @@ use bytes::Bytes;
 use futures::Stream;
 use tracing::Instrument;
 
-use crate::error::REQUEST_ID;
+use actix_web::body::EitherBody;
+use actix_web::{ResponseError, web};
+use strata_domain::DomainError;
+
+use crate::error::{ApiError, REQUEST_ID};
+use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -50,6 +55,46 @@ pub async fn request_id(
         );
     });
     Ok(res)
+}
+
+/// Refuses a request whose header section is over `[limits] max_header_bytes` or
+/// `max_header_fields` with `431` and the JSON error body. Below actix-web's own hard limits
+/// (128 KiB, 96 fields), where it answers an empty 431 before any middleware runs.
+pub async fn header_limits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let over = req.app_data::<web::Data<AppState>>().and_then(|st| {
+        let fields = req.headers().len();
+        // request line ("METHOD URI HTTP/1.1\r\n") plus "name: value\r\n" per field
+        let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+        let bytes = line
+            + req
+                .headers()
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if fields > st.limits.max_header_fields {
+            Some(format!(
+                "{fields} header fields; at most {}",
+                st.limits.max_header_fields
+            ))
+        } else if bytes > st.limits.max_header_bytes {
+            Some(format!(
+                "about {bytes} bytes of headers; at most {}",
+                st.limits.max_header_bytes
+            ))
+        } else {
+            None
+        }
+    });
+    match over {
+        Some(detail) => {
+            let res = ApiError::from(DomainError::HeadersTooLarge { detail }).error_response();
+            Ok(req.into_response(res).map_into_right_body())
+        }
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// A request refused before its body was read (413 by Content-Length, 422 after the first 64 KiB,

@@ -20,7 +20,7 @@ pub const BEARER: &str = "bearer";
     modifiers(&BearerAuth),
     components(
         schemas(ErrorBody),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Internal)
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Internal, HeadersTooLarge)
     ),
     tags(
         (name = "images", description = "v1: images of one organization in one region"),
@@ -84,6 +84,12 @@ pub struct NotFound(ErrorBody);
 #[allow(dead_code)]
 pub struct Internal(ErrorBody);
 
+/// `headers-too-large`: the request's headers are over `[limits] max_header_bytes` or
+/// `max_header_fields`. (Past the HTTP server's own hard limits the 431 may have no body.)
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct HeadersTooLarge(ErrorBody);
+
 /// The full document: the static parts above plus every registered route.
 pub fn document() -> utoipa::openapi::OpenApi {
     use utoipa_actix_web::AppExt;
@@ -94,7 +100,28 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     add_links(&mut api);
     close_tagged_variants(&mut api);
+    every_operation_may_answer_431(&mut api);
     api
+}
+
+/// The header-limit middleware runs before routing, so every operation can answer 431.
+fn every_operation_may_answer_431(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    for item in api.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+            &mut item.head,
+        ];
+        for op in ops.into_iter().flatten() {
+            op.responses
+                .responses
+                .insert("431".to_owned(), RefOr::Ref(Ref::from_response_name("HeadersTooLarge")));
+        }
+    }
 }
 
 /// serde's `deny_unknown_fields` on an internally tagged enum (`SourceSpec`) does not reach the
@@ -120,12 +147,13 @@ fn close_tagged_variants(api: &mut utoipa::openapi::OpenApi) {
 fn add_links(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::link::LinkBuilder;
-    const FOLLOWERS: [(&str, &str); 6] = [
+    const FOLLOWERS: [(&str, &str); 7] = [
         ("GetImage", "getImage"),
         ("PatchImage", "patchImage"),
         ("DeleteImage", "deleteImage"),
         ("UploadImageFile", "uploadImageFile"),
         ("DownloadImageFile", "downloadImageFile"),
+        ("HeadImageFile", "headImageFile"),
         ("ListImageConsumers", "listImageConsumers"),
     ];
     let path = format!("{}/images", crate::routes::V1_PREFIX);

@@ -52,6 +52,13 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     Ok(st.verifier.verify(token.trim())?)
 }
 
+/// The caller's principal when the request carries a valid bearer token; `None` otherwise. For
+/// routes that answer everyone but tell an authenticated caller more (readiness).
+pub fn optional_principal(req: &HttpRequest) -> Option<Principal> {
+    req.headers().get(actix_web::http::header::AUTHORIZATION)?;
+    authenticate(req).ok()
+}
+
 fn path_param<T>(req: &HttpRequest, name: &str, parse: impl Fn(&str) -> Result<T, DomainError>) -> Result<T, ApiError> {
     let raw = req
         .match_info()

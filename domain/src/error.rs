@@ -71,6 +71,9 @@ pub enum DomainError {
     UploadInProgress,
     #[error("too many uploads in progress for this organization ({limit} at most); retry later")]
     TooManyUploads { limit: u64, retry_after_secs: u64 },
+    /// The request's header section is over a limit (total size or number of fields).
+    #[error("request headers too large: {detail}")]
+    HeadersTooLarge { detail: String },
 }
 
 impl DomainError {
@@ -113,6 +116,7 @@ impl DomainError {
             DomainError::RequestTimeout { .. } => "request-timeout",
             DomainError::UploadInProgress => "upload-in-progress",
             DomainError::TooManyUploads { .. } => "too-many-uploads",
+            DomainError::HeadersTooLarge { .. } => "headers-too-large",
         }
     }
 }

@@ -252,6 +252,11 @@ impl Image {
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.revision)
     }
+
+    /// The entity tag of the image's bytes: the quoted sha256 (empty until they exist).
+    pub fn file_etag(&self) -> String {
+        format!("\"{}\"", self.sha256.as_deref().unwrap_or_default())
+    }
 }
 
 /// Parses an `If-Match` header value against the current revision. `*` matches anything.
@@ -268,6 +273,25 @@ pub fn check_if_match(header: &str, current_revision: i64) -> Result<(), DomainE
             current: current_revision,
         })
     }
+}
+
+/// Does an `If-None-Match` header match the current entity tag (RFC 9110 13.1.2: weak comparison,
+/// `*` matches any current representation)? A match means `304 Not Modified` for GET and HEAD.
+pub fn if_none_match_hits(header: &str, etag: &str) -> bool {
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let current = opaque(etag);
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || opaque(t) == current)
+}
+
+/// Does an `If-Range` header let a `Range` apply (RFC 9110 13.1.5)? Only an entity tag that is
+/// strongly equal to the current one does; a weak tag, another tag, or a date (no
+/// `Last-Modified` is sent, so none can match) means the whole representation is sent.
+pub fn if_range_holds(header: &str, etag: &str) -> bool {
+    let h = header.trim();
+    !h.starts_with("W/") && !etag.starts_with("W/") && h == etag
 }
 
 /// A lowercase hex sha256, as clients send it.
@@ -293,6 +317,19 @@ mod tests {
             assert_eq!(s.as_str().parse::<ImageState>().unwrap(), *s);
         }
         assert_eq!("bogus".parse::<Architecture>().unwrap_err().code(), "invalid-input");
+    }
+
+    #[test]
+    fn conditional_headers() {
+        assert!(if_none_match_hits("\"3\"", "\"3\""));
+        assert!(if_none_match_hits("\"1\", W/\"3\"", "\"3\""));
+        assert!(if_none_match_hits("*", "\"3\""));
+        assert!(!if_none_match_hits("\"2\"", "\"3\""));
+        assert!(!if_none_match_hits("\"33\"", "\"3\""));
+        assert!(if_range_holds("\"abc\"", "\"abc\""));
+        assert!(!if_range_holds("W/\"abc\"", "\"abc\""));
+        assert!(!if_range_holds("\"old\"", "\"abc\""));
+        assert!(!if_range_holds("Wed, 21 Oct 2015 07:28:00 GMT", "\"abc\""));
     }
 
     #[test]

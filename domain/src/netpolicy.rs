@@ -153,6 +153,8 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         Some("documentation address")
     } else if in_net([192, 0, 0, 0], 24) {
         Some("IETF protocol assignment")
+    } else if in_net([192, 88, 99, 0], 24) {
+        Some("6to4 relay anycast address")
     } else if in_net([198, 18, 0, 0], 15) {
         Some("benchmarking address")
     } else if o[0] >= 240 {
@@ -165,6 +167,8 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
 fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     let seg = ip.segments();
     let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // Forms that carry an IPv4 address are judged by the address they carry first: a private
+    // IPv4 address must not be reachable by spelling it in IPv6.
     if let Some(v4) = ip.to_ipv4_mapped() {
         return v4_reason(v4);
     }
@@ -178,13 +182,34 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     if seg[..6] == [0; 6] {
         return v4_reason(embedded_v4(seg[6], seg[7])).or(Some("IPv4-compatible address"));
     }
-    // NAT64 64:ff9b::/96 carries an IPv4 address in the low 32 bits
+    // IPv4-translated (SIIT, RFC 2765) ::ffff:0:a.b.c.d: only meaningful inside a translator's
+    // network, so refused whatever it carries (the reason names the embedded address's kind)
+    if seg[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return v4_reason(embedded_v4(seg[6], seg[7])).or(Some("IPv4-translated (SIIT) address"));
+    }
+    // NAT64 well-known prefix 64:ff9b::/96 carries an IPv4 address in the low 32 bits
     if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return v4_reason(embedded_v4(seg[6], seg[7]));
+    }
+    // Local-use NAT64 64:ff9b:1::/48 (RFC 8215): the translator is inside the operator's network
+    // and the IPv4 address may sit at any RFC 6052 offset, so the whole block is refused.
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        return Some("local-use NAT64 address");
+    }
+    // Any other address in 64:ff9b::/32 is not assigned for translation
+    if seg[..2] == [0x64, 0xff9b] {
+        return Some("reserved NAT64 address");
     }
     // 6to4 2002:V4ADDR::/48
     if seg[0] == 0x2002 {
         return v4_reason(embedded_v4(seg[1], seg[2]));
+    }
+    // ISATAP interface identifiers (RFC 5214) carry an IPv4 address after 0000:5efe / 0200:5efe
+    if seg[4] & 0xfcff == 0
+        && seg[5] == 0x5efe
+        && let Some(reason) = v4_reason(embedded_v4(seg[6], seg[7]))
+    {
+        return Some(reason);
     }
     if ip.is_multicast() {
         Some("multicast address")
@@ -196,10 +221,26 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         Some("site-local address")
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
         Some("documentation address")
+    } else if seg[0] & 0xfff0 == 0x3ff0 {
+        // 3fff::/20 (RFC 9637)
+        Some("documentation address")
     } else if seg[0] == 0x2001 && seg[1] == 0 {
+        // Teredo carries the server's and the (obfuscated) client's IPv4 addresses
         Some("Teredo tunnel address")
+    } else if seg[0] == 0x2001 && seg[1] < 0x200 {
+        // 2001::/23 IETF protocol assignments: benchmarking, ORCHID, AMT, AS112, ...
+        Some("IETF protocol assignment")
     } else if seg[..4] == [0x100, 0, 0, 0] {
         Some("discard-only address")
+    } else if seg[..4] == [0x100, 0, 0, 1] {
+        // 100:0:0:1::/64 dummy prefix (RFC 9780)
+        Some("dummy address")
+    } else if seg[0] == 0x5f00 {
+        // 5f00::/16 SRv6 segment identifiers (RFC 9602)
+        Some("SRv6 segment identifier")
+    } else if seg[0] & 0xe000 != 0x2000 {
+        // outside 2000::/3, the only block IANA allocates for global unicast
+        Some("reserved address")
     } else {
         None
     }
@@ -252,6 +293,42 @@ mod tests {
             "2002:7f00:1::",
             "2001::1",
             "100::1",
+            "100:0:0:1::1",
+            // IPv4-translated (SIIT) ::ffff:0:0/96
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:0:0",
+            "::ffff:0:808:808",
+            // local-use NAT64 64:ff9b:1::/48, whatever it embeds
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:7f00:1::",
+            "64:ff9b:2::808:808",
+            // NAT64 well-known prefix with non-public IPv4
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::c0a8:1",
+            // 6to4 of private/link-local/CGNAT
+            "2002:a00:1::1",
+            "2002:a9fe:a9fe::",
+            "2002:6440:1::",
+            // ISATAP with private IPv4
+            "2606:4700::5efe:a00:1",
+            "2606:4700::200:5efe:7f00:1",
+            "2606:4700::5efe:a9fe:a9fe",
+            // IPv4-compatible
+            "::a9fe:a9fe",
+            "::1.2.3.4",
+            // other special-purpose blocks
+            "3fff::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:20::1",
+            "5f00::1",
+            "4000::1",
+            "::2",
+            "192.88.99.1",
         ] {
             assert!(non_public_reason(ip(bad)).is_some(), "{bad} should be refused");
         }
@@ -264,6 +341,9 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2606:4700::5efe:808:808",
+            "2a00:1450:4001::200e",
         ] {
             assert_eq!(non_public_reason(ip(good)), None, "{good} should be allowed");
         }

@@ -47,6 +47,20 @@ impl Default for FetchPolicy {
     }
 }
 
+/// Why a connection to the source could not be made, as far as a tenant may know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// The name does not resolve (or to no address).
+    Resolve,
+    /// TCP could not connect: refused, unreachable, reset. Which one is not said: it would let a
+    /// tenant map what the server can reach.
+    Connect,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+}
+
+/// A failed fetch. `Display` carries transport detail for the log; [`FetchError::public_reason`]
+/// is what a tenant is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("invalid URL: {0}")]
@@ -57,12 +71,32 @@ pub enum FetchError {
     Status { status: u16 },
     #[error("upstream timed out")]
     Timeout,
-    #[error("could not reach upstream: {0}")]
-    Connect(String),
+    #[error("could not reach upstream ({kind:?}): {detail}")]
+    Connect { kind: ConnectFailure, detail: String },
     #[error("more than {0} redirects")]
     TooManyRedirects(usize),
     #[error("reading from upstream failed: {0}")]
     Body(String),
+}
+
+impl FetchError {
+    /// A short, stable reason for tenants: no addresses, no OS or TLS library text.
+    pub fn public_reason(&self) -> String {
+        match self {
+            FetchError::InvalidUrl(r) => format!("invalid URL: {r}"),
+            FetchError::NotAllowed(r) => format!("URL not allowed: {r}"),
+            FetchError::Status { status } => format!("HTTP {status} from the source"),
+            FetchError::Timeout => "timed out".into(),
+            FetchError::Connect { kind, .. } => match kind {
+                ConnectFailure::Resolve => "could not resolve the host",
+                ConnectFailure::Connect => "could not connect",
+                ConnectFailure::Tls => "TLS handshake failed",
+            }
+            .into(),
+            FetchError::TooManyRedirects(n) => format!("more than {n} redirects"),
+            FetchError::Body(_) => "the connection to the source broke".into(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -107,10 +141,14 @@ impl Source {
         if url.host().is_none() {
             return Err(FetchError::InvalidUrl("no host".into()));
         }
-        let credentials = (!url.username().is_empty() || url.password().is_some()).then(|| Credentials {
-            user: decode(url.username()),
-            password: url.password().map(decode),
-        });
+        let credentials = if !url.username().is_empty() || url.password().is_some() {
+            Some(Credentials {
+                user: decode(url.username())?,
+                password: url.password().map(decode).transpose()?,
+            })
+        } else {
+            None
+        };
         // Cannot fail for http(s) URLs with a host.
         let _ = url.set_username("");
         let _ = url.set_password(None);
@@ -128,11 +166,13 @@ impl Source {
     }
 }
 
-fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// Percent-decodes a userinfo component as the URL standard does: `%XX` only; `+`, `&` and `=`
+/// are themselves (form decoding would turn `+` into a space and split at `&`).
+fn decode(s: &str) -> Result<String, FetchError> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| FetchError::InvalidUrl("the credentials are not UTF-8 once percent-decoded".into()))
 }
 
 /// An open download.
@@ -176,7 +216,10 @@ impl Fetcher {
                 let looked_up = tokio::time::timeout(p.connect_timeout, tokio::net::lookup_host((n.as_str(), port)))
                     .await
                     .map_err(|_| FetchError::Timeout)?
-                    .map_err(|_| FetchError::Connect(format!("cannot resolve {n}")))?;
+                    .map_err(|e| FetchError::Connect {
+                        kind: ConnectFailure::Resolve,
+                        detail: format!("cannot resolve {n}: {e}"),
+                    })?;
                 let mut v: Vec<SocketAddr> = looked_up
                     .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
                     .collect();
@@ -187,7 +230,10 @@ impl Fetcher {
             (None, None) => return Err(FetchError::InvalidUrl("no host".into())),
         };
         if addrs.is_empty() {
-            return Err(FetchError::Connect("the host has no addresses".into()));
+            return Err(FetchError::Connect {
+                kind: ConnectFailure::Resolve,
+                detail: "the host has no addresses".into(),
+            });
         }
         let shown = name
             .clone()
@@ -228,9 +274,10 @@ impl Fetcher {
             if let Some(Host::Domain(d)) = url.host() {
                 builder = builder.resolve_to_addrs(d, &addrs);
             }
-            let client = builder
-                .build()
-                .map_err(|e| FetchError::Connect(e.without_url().to_string()))?;
+            let client = builder.build().map_err(|e| FetchError::Connect {
+                kind: ConnectFailure::Connect,
+                detail: e.without_url().to_string(),
+            })?;
             let mut req = client.get(url.clone());
             if let Some(r) = range {
                 req = req.header(reqwest::header::RANGE, r);
@@ -311,8 +358,37 @@ fn classify(e: reqwest::Error) -> FetchError {
     if e.is_timeout() {
         FetchError::Timeout
     } else {
-        FetchError::Connect(describe(e))
+        let kind = if is_tls(&e) {
+            ConnectFailure::Tls
+        } else {
+            ConnectFailure::Connect
+        };
+        FetchError::Connect {
+            kind,
+            detail: describe(e),
+        }
     }
+}
+
+/// Is a rustls error anywhere in the cause chain (directly, or inside an `io::Error`)?
+fn is_tls(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps, so look inside by hand (hyper wraps
+        // rustls' io::Error in another io::Error)
+        let mut io = c.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|e| e.get_ref()) {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn classify_body(e: reqwest::Error) -> FetchError {
@@ -385,6 +461,13 @@ mod tests {
             "http://[2001:db8::1]/",
             "http://[64:ff9b::7f00:1]/",
             "http://[2002:7f00:1::1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[::ffff:0:a9fe:a9fe]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[64:ff9b:1::808:808]/",
+            "http://[2606:4700::5efe:7f00:1]/",
+            "http://[3fff::1]/",
             "http://8.8.8.8:22/",
             "http://8.8.8.8:8080/",
             "ftp://8.8.8.8/",
@@ -427,6 +510,11 @@ mod tests {
         assert_eq!(s.redacted(), "https://example.com/disk.raw");
         let c = s.credentials.as_ref().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_deref()), ("alice", Some("s@cret")));
+        // `+`, `&` and `=` are literal in userinfo; only %XX is decoded
+        let s = Source::parse("https://a+b:p+w&x=y%2B%20z@example.com/").unwrap();
+        let c = s.credentials.as_ref().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_deref()), ("a+b", Some("p+w&x=y+ z")));
+        assert!(Source::parse("https://u:%FF@example.com/").is_err());
         assert!(!format!("{s:?}").contains("cret"));
         let e = Source::parse("http://user:pw@[::1").unwrap_err();
         assert!(!e.to_string().contains("pw"));

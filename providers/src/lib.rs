@@ -6,5 +6,5 @@ pub mod fetch;
 pub mod ingest;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};
-pub use fetch::{Download, FetchError, FetchPolicy, Fetcher, Source};
+pub use fetch::{ConnectFailure, Download, FetchError, FetchPolicy, Fetcher, Source};
 pub use ingest::{IngestError, IngestLimits, Ingested, UploadLedger, ingest};

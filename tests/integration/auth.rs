@@ -41,6 +41,23 @@ both!(tokens_are_verified, |app: TestApp| async move {
         claims(3600),
     );
     let wrong_alg = sign(Algorithm::HS512, dev_secret.as_bytes(), claims(3600));
+    let with_crit = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("strata-dev".into());
+        h.crit = Some(vec!["exp".into()]);
+        jsonwebtoken::encode(&h, &claims(3600), &EncodingKey::from_secret(dev_secret.as_bytes())).unwrap()
+    };
+    let unencoded = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("strata-dev".into());
+        h.extras.insert("b64", false);
+        jsonwebtoken::encode(&h, &claims(3600), &EncodingKey::from_secret(dev_secret.as_bytes())).unwrap()
+    };
+    let future_iat = {
+        let mut c = claims(7200);
+        c["iat"] = json!(chrono::Utc::now().timestamp() + 3600);
+        sign(Algorithm::HS256, dev_secret.as_bytes(), c)
+    };
     let no_exp = {
         let mut c = claims(0);
         c.as_object_mut().unwrap().remove("exp");
@@ -59,6 +76,9 @@ both!(tokens_are_verified, |app: TestApp| async move {
         ("HS512 with the HS256 key", format!("Bearer {wrong_alg}")),
         ("no exp", format!("Bearer {no_exp}")),
         ("alg none", format!("Bearer {none}")),
+        ("crit header", format!("Bearer {with_crit}")),
+        ("b64: false", format!("Bearer {unencoded}")),
+        ("iat in the future", format!("Bearer {future_iat}")),
     ] {
         let res = get(Some(auth)).await.unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{what}");
@@ -67,6 +87,13 @@ both!(tokens_are_verified, |app: TestApp| async move {
     }
     let ok = sign(Algorithm::HS256, dev_secret.as_bytes(), claims(3600));
     expect_status(get(Some(format!("Bearer {ok}"))).await.unwrap(), StatusCode::OK).await;
+    // an iat within the leeway (clock skew) is fine
+    let skewed = {
+        let mut c = claims(3600);
+        c["iat"] = json!(chrono::Utc::now().timestamp() + 5);
+        sign(Algorithm::HS256, dev_secret.as_bytes(), c)
+    };
+    expect_status(get(Some(format!("Bearer {skewed}"))).await.unwrap(), StatusCode::OK).await;
 
     // scopes and organizations
     let read_only = app.token_with(&["acme"], "images:read", false);
@@ -279,6 +306,24 @@ both!(
             closed["message"].as_str().unwrap().replace("vip", "X"),
             missing["message"].as_str().unwrap().replace("nowhere", "X")
         );
+        // readiness does not name regions to anyone but a platform admin
+        for token in [None, Some(other.clone()), Some(acme.clone())] {
+            let mut req = app.client.get(format!("{}/readyz", app.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let text = req.send().await.unwrap().text().await.unwrap();
+            assert!(
+                !text.contains("vip") && !text.contains("open"),
+                "readyz names a region: {text}"
+            );
+        }
+        let admin = app
+            .req(Method::GET, &format!("{}/readyz", app.base), &app.admin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_status(admin, StatusCode::OK).await["checks"]["region:vip"], "ok");
         // even for writes, and for the v2 query
         let res = app
             .req(Method::POST, &format!("{}/images", app.v1("other", "vip")), &other)

@@ -308,3 +308,111 @@ both!(
         .await;
     }
 );
+
+both!(conditional_reads_and_head, |app: TestApp| async move {
+    let t = app.token(&["acme"]);
+    let data = samples::raw_mbr(100_000);
+    let sha = hex::encode(Sha256::digest(&data));
+    let img = app.create_named("acme", &t, "cond").await;
+    let id = img["id"].as_str().unwrap();
+    let img_url = format!("{}/images/{id}", app.v1("acme", "local"));
+    let file = format!("{img_url}/file");
+    // HEAD before the bytes exist: like GET, 409 (headers only)
+    let res = app.req(Method::HEAD, &file, &t).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    expect_status(app.upload("acme", &t, id, data.clone()).await, StatusCode::OK).await;
+
+    // the image's JSON: a current ETag gives 304 without a body, a stale one the image
+    let res = app.req(Method::GET, &img_url, &t).send().await.unwrap();
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    expect_status(res, StatusCode::OK).await;
+    for inm in [
+        etag.clone(),
+        format!("\"999\", {etag}"),
+        format!("W/{etag}"),
+        "*".into(),
+    ] {
+        let res = app
+            .req(Method::GET, &img_url, &t)
+            .header("if-none-match", &inm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{inm}");
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+        assert!(res.bytes().await.unwrap().is_empty());
+    }
+    let res = app
+        .req(Method::GET, &img_url, &t)
+        .header("if-none-match", "\"999\"")
+        .send()
+        .await
+        .unwrap();
+    expect_status(res, StatusCode::OK).await;
+
+    // downloads: 304 on a current ETag
+    let file_etag = format!("\"{sha}\"");
+    let res = app
+        .req(Method::GET, &file, &t)
+        .header("if-none-match", &file_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), file_etag);
+    assert!(res.bytes().await.unwrap().is_empty());
+    // If-Range: current -> the range; stale, weak or a date -> the whole file
+    let res = app
+        .req(Method::GET, &file, &t)
+        .header("range", "bytes=0-9")
+        .header("if-range", &file_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[..10]);
+    for stale in ["\"0000\"", &format!("W/{file_etag}"), "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        let res = app
+            .req(Method::GET, &file, &t)
+            .header("range", "bytes=0-9")
+            .header("if-range", stale)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{stale}");
+        assert_eq!(res.bytes().await.unwrap().len(), data.len(), "{stale}");
+    }
+
+    // HEAD: the headers GET would send, no body
+    let res = app.req(Method::HEAD, &file, &t).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-length"], data.len().to_string().as_str());
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), file_etag);
+    assert_eq!(res.headers()["accept-ranges"], "bytes");
+    assert!(res.bytes().await.unwrap().is_empty());
+    let res = app
+        .req(Method::HEAD, &file, &t)
+        .header("if-none-match", &file_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    // HEAD keeps tenancy: another organization gets 404
+    let res = app
+        .req(Method::HEAD, &file, &app.token(&["other"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let other = format!("{}/images/{id}/file", app.v1("other", "local"));
+    let res = app
+        .req(Method::HEAD, &other, &app.token(&["other"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // Allow lists HEAD for the file route
+    let res = app.req(Method::POST, &file, &t).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(res.headers()["allow"].to_str().unwrap().contains("HEAD"));
+});

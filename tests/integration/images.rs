@@ -411,3 +411,111 @@ both!(input_validation, |app: TestApp| async move {
         .unwrap();
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
 });
+
+both!(json_bodies_are_objects_in_utf8, |app: TestApp| async move {
+    let t = app.token(&["acme"]);
+    let url = format!("{}/images", app.v1("acme", "local"));
+    // serde would read these structs from arrays in field order
+    let as_array = json!(["from-array", null, null, null, null, null, null, {"type": "upload"}]);
+    let res = app.req(Method::POST, &url, &t).json(&as_array).send().await.unwrap();
+    let err = expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+    assert!(err["message"].as_str().unwrap().contains("JSON object"), "{err}");
+    let img = app.create_named("acme", &t, "obj").await;
+    let id = img["id"].as_str().unwrap();
+    let img_url = format!("{url}/{id}");
+    for body in ["[]", "null", "1", "\"name\""] {
+        let res = app
+            .req(Method::PATCH, &img_url, &t)
+            .header("content-type", "application/merge-patch+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+    }
+    let res = app
+        .req(Method::PUT, &format!("{img_url}/consumers/vm-1"), &t)
+        .json(&json!(["vm", null]))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+    // a charset other than UTF-8 is refused, UTF-8 (any case) is fine
+    let body = json!({"name": "utf16", "source": {"type": "upload"}}).to_string();
+    for ct in ["application/json; charset=utf-16", "application/json; charset=latin1"] {
+        let res = app
+            .req(Method::POST, &url, &t)
+            .header("content-type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
+    }
+    let res = app
+        .req(Method::POST, &url, &t)
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    expect_status(res, StatusCode::CREATED).await;
+    // nothing else was created, and the image was not changed
+    let list = expect_status(app.req(Method::GET, &url, &t).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let got = expect_status(app.req(Method::GET, &img_url, &t).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(got["revision"], 1);
+});
+
+both!(
+    a_patch_that_changes_nothing_changes_nothing,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let url = format!("{}/images", app.v1("acme", "local"));
+        let res = app
+            .req(Method::POST, &url, &t)
+            .json(&json!({"name": "same", "description": "d", "tags": {"k": "v"}, "source": {"type": "upload"}}))
+            .send()
+            .await
+            .unwrap();
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        let img = expect_status(res, StatusCode::CREATED).await;
+        let img_url = format!("{url}/{}", img["id"].as_str().unwrap());
+        for patch in [
+            json!({}),
+            json!({"name": "same"}),
+            json!({"description": "d", "protected": false}),
+            json!({"tags": {}}),
+            json!({"tags": {"k": "v", "absent": null}}),
+            json!({"protected": null}),
+        ] {
+            let res = app
+                .req(Method::PATCH, &img_url, &t)
+                .header("if-match", &etag)
+                .json(&patch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.headers()["etag"].to_str().unwrap(), etag, "{patch}");
+            let got = expect_status(res, StatusCode::OK).await;
+            assert_eq!(got["revision"], 1, "{patch}");
+            assert_eq!(got["updatedAt"], img["updatedAt"], "{patch}");
+        }
+        // a real change still bumps the revision, and a stale If-Match is still refused
+        let res = app
+            .req(Method::PATCH, &img_url, &t)
+            .json(&json!({"description": "new"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_status(res, StatusCode::OK).await["revision"], 2);
+        let res = app
+            .req(Method::PATCH, &img_url, &t)
+            .header("if-match", &etag)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::PRECONDITION_FAILED, "precondition-failed").await;
+    }
+);

@@ -119,10 +119,16 @@ both!(
             (to_metadata.url("x"), "url-not-allowed", "link-local"),
             (to_public_port.url("x"), "url-not-allowed", "port 8080"),
             (looping.url("x"), "fetch-failed", "redirects"),
-            ("http://127.0.0.1:1/closed".into(), "fetch-failed", "refused"),
+            ("http://127.0.0.1:1/closed".into(), "fetch-failed", "could not connect"),
             ("http://127.0.0.2/x".into(), "url-not-allowed", "loopback"),
             ("http://10.1.2.3/x".into(), "url-not-allowed", "private"),
             ("http://[::1]:8080/x".into(), "url-not-allowed", "not allowed"),
+            // IPv6 spellings of IPv4 loopback: refused by the policy, never connected to
+            ("http://[::ffff:0:7f00:1]/x".into(), "url-not-allowed", "loopback"),
+            ("http://[::ffff:0:127.0.0.1]/x".into(), "url-not-allowed", "loopback"),
+            ("http://[64:ff9b::7f00:1]/x".into(), "url-not-allowed", "loopback"),
+            ("http://[64:ff9b:1::7f00:1]/x".into(), "url-not-allowed", "NAT64"),
+            ("http://[2002:7f00:1::1]/x".into(), "url-not-allowed", "loopback"),
             ("ftp://127.0.0.1/x".into(), "url-not-allowed", "scheme"),
             ("file:///etc/passwd".into(), "url-not-allowed", "scheme"),
         ];
@@ -188,6 +194,117 @@ both!(
             "{reason}"
         );
         assert!(app.stored().await.is_empty());
+    }
+);
+
+/// Words that only transport detail carries: OS errors, TLS library text, the address.
+fn assert_no_transport_detail(text: &str) {
+    for leak in [
+        "tcp",
+        "os error",
+        "refused",
+        "route",
+        "certificate",
+        "invalid peer",
+        "InvalidContentType",
+        "127.0.0.1",
+        "hyper",
+        "error sending request",
+        "decoding",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+}
+
+both!(
+    import_failures_carry_a_short_reason_not_transport_detail,
+    config = import_cfg,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        // a closed port
+        let err = expect_error(
+            create_url(&app, &t, "x", "http://127.0.0.1:1/closed", None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch-failed",
+        )
+        .await;
+        let msg = err["message"].as_str().unwrap();
+        assert!(msg.contains("could not connect"), "{msg}");
+        assert_no_transport_detail(msg);
+        // TLS to a server that answers in plain HTTP at once: the handshake fails
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = plain.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut sock, _)) = plain.accept().await {
+                let _ = sock
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        let err = expect_error(
+            create_url(&app, &t, "x", &format!("https://127.0.0.1:{port}/d"), None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch-failed",
+        )
+        .await;
+        let msg = err["message"].as_str().unwrap();
+        assert!(msg.contains("TLS handshake failed"), "{msg}");
+        assert_no_transport_detail(msg);
+        // the status code of the source is the tenant's to know
+        let missing = Upstream::start(vec![], Behaviour::Status(404)).await;
+        let err = expect_error(
+            create_url(&app, &t, "x", &missing.url("d"), None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch-failed",
+        )
+        .await;
+        assert!(
+            err["message"].as_str().unwrap().contains("HTTP 404 from the source"),
+            "{err}"
+        );
+        // a copy whose connection breaks: the stored reason has a code and a short reason
+        let up = Upstream::start(samples::raw_mbr(4 << 20), Behaviour::DropAfter(1 << 20)).await;
+        let img = expect_status(
+            create_url(&app, &t, "drops", &up.url("d"), None).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let failed = wait_for(&app, &t, img["id"].as_str().unwrap(), 30, state("failed")).await;
+        let reason = failed["status"]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("fetch-failed: the connection to the source broke"),
+            "{reason}"
+        );
+        assert_no_transport_detail(reason);
+    }
+);
+
+both!(
+    userinfo_is_percent_decoded_as_the_url_standard_says,
+    config = import_cfg,
+    |app: TestApp| async move {
+        use base64::Engine;
+        let t = app.token(&["acme"]);
+        let up = Upstream::start(samples::raw_mbr(8192), Behaviour::Normal).await;
+        // `+`, `&` and `=` are themselves; `%2B` and `%40` are decoded
+        let with_creds = up.url("d").replace("http://", "http://a+b:p+ss&w=rd%2B%40@");
+        let img = expect_status(
+            create_url(&app, &t, "plus", &with_creds, None).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        wait_for(&app, &t, img["id"].as_str().unwrap(), 20, state("ready")).await;
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("a+b:p+ss&w=rd+@")
+        );
+        let seen = up.authorizations();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for got in seen {
+            assert_eq!(got.as_deref(), Some(want.as_str()));
+        }
     }
 );
 

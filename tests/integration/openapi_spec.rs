@@ -1,5 +1,5 @@
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 use crate::both;
 use crate::harness::*;
@@ -52,7 +52,7 @@ fn every_response_is_described_and_errors_are_declared() {
             }
         }
     }
-    assert_eq!(operations, 15);
+    assert_eq!(operations, 16);
 }
 
 both!(spec_and_docs_are_served, |app: TestApp| async move {
@@ -72,8 +72,7 @@ both!(spec_and_docs_are_served, |app: TestApp| async move {
     assert_eq!(expect_status(h, StatusCode::OK).await["status"], "ok");
     let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     let r = expect_status(r, StatusCode::OK).await;
-    assert_eq!(r["checks"]["database"], "ok");
-    assert_eq!(r["checks"]["region:local"], "ok");
+    assert_eq!(r["checks"], json!({"database": "ok", "storage": "ok"}));
     // request ids: echoed when sane, made up otherwise, and quoted in error bodies
     let res = app
         .client
@@ -102,9 +101,104 @@ both!(readyz_reports_unreachable_storage, |app: TestApp| async move {
     let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     let body = expect_status(r, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["status"], "unavailable");
+    // no token: ready or not, no region names
+    assert_eq!(body["checks"], json!({"database": "ok", "storage": "unreachable"}));
+    // a tenant's token does not see region names either
+    let r = app
+        .req(Method::GET, &format!("{}/readyz", app.base), &app.token(&["a"]))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["checks"], json!({"database": "ok", "storage": "unreachable"}));
+    // a platform admin gets the detail
+    let r = app
+        .req(Method::GET, &format!("{}/readyz", app.base), &app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(r, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["checks"]["database"], "ok");
     assert_eq!(body["checks"]["region:local"], "unreachable");
     // liveness is unaffected
     let h = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     expect_status(h, StatusCode::OK).await;
 });
+
+both!(oversized_headers_get_the_json_error, |app: TestApp| async move {
+    let url = format!("{}/healthz", app.base);
+    // more fields than [limits] max_header_fields (64), fewer than actix's own 96
+    let mut req = app.client.get(&url);
+    for i in 0..80 {
+        req = req.header(format!("x-filler-{i}"), "v");
+    }
+    let err = expect_error(
+        req.send().await.unwrap(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers-too-large",
+    )
+    .await;
+    assert!(err["message"].as_str().unwrap().contains("header fields"), "{err}");
+    assert!(!err["requestId"].as_str().unwrap().is_empty());
+    // more bytes than max_header_bytes (32 KiB), less than actix's own 128 KiB
+    let res = app
+        .client
+        .get(&url)
+        .header("x-big", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large").await;
+    // on an authenticated route too, before the token is looked at
+    let res = app
+        .client
+        .get(format!("{}/images", app.v1("acme", "local")))
+        .bearer_auth(app.token(&["acme"]))
+        .header("x-big", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large").await;
+    // within the limits all is well
+    let res = app
+        .client
+        .get(&url)
+        .header("x-ok", "a".repeat(1024))
+        .send()
+        .await
+        .unwrap();
+    expect_status(res, StatusCode::OK).await;
+});
+
+fn low_header_limits(cfg: &mut strata_api::Config) {
+    cfg.limits.max_header_fields = 10;
+    cfg.limits.max_header_bytes = 2048;
+}
+
+both!(
+    header_limits_are_configurable,
+    config = low_header_limits,
+    |app: TestApp| async move {
+        let url = format!("{}/healthz", app.base);
+        let mut req = app.client.get(&url);
+        for i in 0..12 {
+            req = req.header(format!("x-filler-{i}"), "v");
+        }
+        expect_error(
+            req.send().await.unwrap(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+        )
+        .await;
+        let res = app
+            .client
+            .get(&url)
+            .header("x-big", "a".repeat(3000))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large").await;
+        let res = app.client.get(&url).send().await.unwrap();
+        expect_status(res, StatusCode::OK).await;
+    }
+);

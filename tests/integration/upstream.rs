@@ -55,6 +55,7 @@ struct State {
     body: Bytes,
     behaviour: Mutex<Behaviour>,
     requests: Mutex<Vec<Option<String>>>,
+    authorizations: Mutex<Vec<Option<String>>>,
     bytes_sent: AtomicU64,
 }
 
@@ -76,6 +77,7 @@ impl Upstream {
             body: Bytes::from(body),
             behaviour: Mutex::new(behaviour),
             requests: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
             bytes_sent: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
@@ -100,6 +102,15 @@ impl Upstream {
     pub fn requests(&self) -> Vec<Option<String>> {
         self.state
             .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// One entry per request received so far, in order: its `Authorization` header, if any.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.state
+            .authorizations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -135,6 +146,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 struct Request {
     method: String,
     range: Option<String>,
+    authorization: Option<String>,
 }
 
 enum HeadError {
@@ -174,6 +186,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, HeadError> {
         return Err(HeadError::Malformed);
     }
     let mut range = None;
+    let mut authorization = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(HeadError::Malformed);
@@ -181,10 +194,14 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, HeadError> {
         if range.is_none() && name.trim().eq_ignore_ascii_case("range") {
             range = Some(value.trim().to_owned());
         }
+        if authorization.is_none() && name.trim().eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.trim().to_owned());
+        }
     }
     Ok(Request {
         method: method.to_owned(),
         range,
+        authorization,
     })
 }
 
@@ -337,6 +354,11 @@ async fn handle(mut stream: TcpStream, state: Arc<State>) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(request.range.clone());
+    state
+        .authorizations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(request.authorization.clone());
 
     let is_head = request.method == "HEAD";
     let behaviour = state.behaviour.lock().unwrap_or_else(PoisonError::into_inner).clone();

@@ -1,6 +1,7 @@
 use actix_web::{HttpResponse, delete, get, put, web};
 
 use crate::error::{ApiResult, ErrorBody};
+use crate::extract::JsonObject;
 use crate::model::{ConsumerPath, ConsumerRequest, ConsumerView, ImagePath};
 use crate::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
@@ -32,7 +33,7 @@ async fn put_consumer(
     access: OrgRegion<ImagesWrite>,
     image: ImageRef,
     consumer: ConsumerRef,
-    body: web::Json<ConsumerRequest>,
+    body: JsonObject<ConsumerRequest>,
 ) -> ApiResult<HttpResponse> {
     let (row, created) = service::consumers::register(&st, &access, image.0, &consumer.0, body.into_inner()).await?;
     let mut res = if created {

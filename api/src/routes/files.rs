@@ -1,5 +1,5 @@
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, put, web};
+use actix_web::{HttpRequest, HttpResponse, get, head, put, web};
 use futures::TryStreamExt;
 use strata_domain::DomainError;
 
@@ -7,7 +7,7 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::model::{ImagePath, ImageView};
 use crate::openapi::{BadRequest, Binary, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
-use crate::service::images::Download;
+use crate::service::images::{Download, FileConditions};
 use crate::state::AppState;
 use crate::tenancy::{ImageRef, ImagesRead, ImagesWrite, OrgRegion};
 
@@ -68,12 +68,26 @@ async fn upload_file(
         .json(ImageView::from(&img)))
 }
 
+fn header(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn not_modified(etag: String) -> HttpResponse {
+    HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish()
+}
+
 /// Download the image's bytes (single byte ranges supported)
 #[utoipa::path(
     tag = "image-files",
     operation_id = "downloadImageFile",
-    params(ImagePath, ("Range" = Option<String>, Header, nullable = false, description = "One range, e.g. `bytes=0-511`; multiple ranges get the whole file")),
+    params(ImagePath,
+        ("Range" = Option<String>, Header, nullable = false, description = "One range, e.g. `bytes=0-511`; multiple ranges get the whole file"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The file's ETag: the Range applies only if it is still current; otherwise the whole file is sent (200)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags the client holds; a current one gives 304 without a body"),
+    ),
     responses(
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current",
+            headers(("ETag" = String, description = "The quoted sha256"))),
         (status = 200, description = "The whole image", content_type = "application/octet-stream", body = Binary,
             headers(("Content-Length" = u64, description = "Size"), ("ETag" = String, description = "The quoted sha256"), ("Accept-Ranges" = String, description = "bytes"))),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Binary,
@@ -96,9 +110,14 @@ async fn download_file(
     access: OrgRegion<ImagesRead>,
     id: ImageRef,
 ) -> ApiResult<HttpResponse> {
-    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
-    let dl = service::images::download(&st, &access, id.0, range).await?;
+    let cond = FileConditions {
+        range: header(&req, header::RANGE),
+        if_range: header(&req, header::IF_RANGE),
+        if_none_match: header(&req, header::IF_NONE_MATCH),
+    };
+    let dl = service::images::download(&st, &access, id.0, cond).await?;
     let (mut res, img, body, len) = match dl {
+        Download::NotModified { image } => return Ok(not_modified(image.file_etag())),
         Download::Full { image, body } => {
             let len = body.size;
             (HttpResponse::Ok(), image, body, len)
@@ -114,11 +133,52 @@ async fn download_file(
             (res, image, body, end - start + 1)
         }
     };
-    let etag = format!("\"{}\"", img.sha256.as_deref().unwrap_or_default());
     Ok(res
-        .insert_header((header::ETAG, etag))
+        .insert_header((header::ETAG, img.file_etag()))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .content_type(OCTET)
         .no_chunking(len)
         .streaming(body.stream))
+}
+
+/// The image's size and ETag, without its bytes
+#[utoipa::path(
+    tag = "image-files",
+    operation_id = "headImageFile",
+    params(ImagePath,
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags the client holds; a current one gives 304"),
+    ),
+    responses(
+        (status = 200, description = "What `GET` would send, headers only",
+            headers(("Content-Length" = u64, description = "Size"), ("ETag" = String, description = "The quoted sha256"), ("Accept-Ranges" = String, description = "bytes"))),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current",
+            headers(("ETag" = String, description = "The quoted sha256"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`invalid-state`: the image is not `ready`", body = ErrorBody),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[head("/images/{imageID}/file")]
+async fn head_file(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesRead>,
+    id: ImageRef,
+) -> ApiResult<HttpResponse> {
+    let (img, size) = service::images::downloadable(&st, &access, id.0).await?;
+    let etag = img.file_etag();
+    if header(&req, header::IF_NONE_MATCH).is_some_and(|h| strata_domain::image::if_none_match_hits(h, &etag)) {
+        return Ok(not_modified(etag));
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .content_type(OCTET)
+        .no_chunking(size)
+        // a streamed body of unknown size keeps the Content-Length set above; HEAD sends no bytes
+        .streaming(futures::stream::empty::<Result<bytes::Bytes, actix_web::Error>>()))
 }

@@ -3,6 +3,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use strata_domain::DomainError;
 
 use crate::error::ApiResult;
+use crate::extract::JsonObject;
 use crate::model::{CreateImageRequest, ImagePath, ImageView, ListParams, OrgRegionPath, PatchImageRequest};
 use crate::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
@@ -71,7 +72,7 @@ async fn create_image(
     req: HttpRequest,
     st: web::Data<AppState>,
     access: OrgRegion<ImagesWrite>,
-    body: web::Json<CreateImageRequest>,
+    body: JsonObject<CreateImageRequest>,
 ) -> ApiResult<HttpResponse> {
     let img = service::images::create(&st, &access, body.into_inner()).await?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), img.id);
@@ -84,9 +85,10 @@ async fn create_image(
 #[utoipa::path(
     tag = "images",
     operation_id = "getImage",
-    params(ImagePath),
+    params(ImagePath, ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags the client holds; a current one gives 304 without a body")),
     responses(
         (status = 200, description = "The image", body = ImageView, headers(("ETag" = String, description = "Revision, for If-Match"))),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current", headers(("ETag" = String, description = "Revision"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -96,8 +98,17 @@ async fn create_image(
     security(("bearer" = []))
 )]
 #[get("/images/{imageID}")]
-async fn get_image(st: web::Data<AppState>, access: OrgRegion<ImagesRead>, id: ImageRef) -> ApiResult<HttpResponse> {
+async fn get_image(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesRead>,
+    id: ImageRef,
+) -> ApiResult<HttpResponse> {
     let img = service::images::find_visible(&st, &access, id.0).await?;
+    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if inm.is_some_and(|h| strata_domain::image::if_none_match_hits(h, &img.etag())) {
+        return Ok(with_etag(actix_web::http::StatusCode::NOT_MODIFIED, &img).finish());
+    }
     Ok(with_etag(actix_web::http::StatusCode::OK, &img).json(ImageView::from(&img)))
 }
 
@@ -127,7 +138,7 @@ async fn patch_image(
     st: web::Data<AppState>,
     access: OrgRegion<ImagesWrite>,
     id: ImageRef,
-    body: web::Json<PatchImageRequest>,
+    body: JsonObject<PatchImageRequest>,
 ) -> ApiResult<HttpResponse> {
     let if_match = match req.headers().get(header::IF_MATCH) {
         Some(v) => Some(

@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(images::delete_image)
             .service(files::upload_file)
             .service(files::download_file)
+            .service(files::head_file)
             .service(consumers::put_consumer)
             .service(consumers::list_consumers)
             .service(consumers::delete_consumer)

@@ -4,7 +4,7 @@ use strata_domain::access::Principal;
 use strata_domain::ids::{BlobId, ImageId};
 use strata_domain::image::{
     Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
-    parse_sha256,
+    if_none_match_hits, if_range_holds, parse_sha256,
 };
 use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
@@ -144,6 +144,10 @@ pub async fn patch(
         if let Some(tag) = if_match {
             check_if_match(tag, current.revision)?;
         }
+        // A patch that changes nothing changes nothing: same revision, ETag and updatedAt.
+        let Some(next) = next else {
+            return Ok(current);
+        };
         if db::images::update_metadata(&st.db, &next, current.revision).await? {
             return Ok(next);
         }
@@ -157,7 +161,8 @@ pub async fn patch(
     )))
 }
 
-fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, DomainError> {
+/// The image after the patch, or `None` when the patch leaves every field as it is.
+fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Option<Image>, DomainError> {
     let mut next = current.clone();
     match &req.name {
         None => {}
@@ -178,9 +183,16 @@ fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Image, Domain
         Some(None) => next.protected = false,
         Some(Some(p)) => next.protected = p,
     }
+    let unchanged = next.name == current.name
+        && next.description == current.description
+        && next.tags == current.tags
+        && next.protected == current.protected;
+    if unchanged {
+        return Ok(None);
+    }
     next.updated_at = db::now();
     next.revision = current.revision + 1;
-    Ok(next)
+    Ok(Some(next))
 }
 
 /// Streams an upload into storage and marks the image ready. On any failure the image stays
@@ -283,6 +295,10 @@ where
 }
 
 pub enum Download {
+    /// `If-None-Match` matched: nothing to send but the headers.
+    NotModified {
+        image: Image,
+    },
     Full {
         image: Image,
         body: BlobRead,
@@ -295,16 +311,42 @@ pub enum Download {
     },
 }
 
+/// The conditional headers of a read of the image's bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileConditions<'a> {
+    pub range: Option<&'a str>,
+    pub if_range: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+}
+
+/// The image whose bytes a download or HEAD would send: visible, `ready`, with its size.
+pub async fn downloadable<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<(Image, u64)> {
+    let img = find_visible(st, access, id).await?;
+    img.require_state(ImageState::Ready)?;
+    let Some(size) = img.size_bytes else {
+        return Err(ApiError::internal(anyhow::anyhow!("ready image {id} has no size")));
+    };
+    Ok((img, size))
+}
+
 pub async fn download<S>(
     st: &AppState,
     access: &OrgRegion<S>,
     id: ImageId,
-    range: Option<&str>,
+    cond: FileConditions<'_>,
 ) -> ApiResult<Download> {
-    let img = find_visible(st, access, id).await?;
-    img.require_state(ImageState::Ready)?;
-    let (Some(blob), Some(size)) = (img.blob, img.size_bytes) else {
+    let (img, size) = downloadable(st, access, id).await?;
+    let Some(blob) = img.blob else {
         return Err(ApiError::internal(anyhow::anyhow!("ready image {id} has no blob")));
+    };
+    let etag = img.file_etag();
+    if cond.if_none_match.is_some_and(|h| if_none_match_hits(h, &etag)) {
+        return Ok(Download::NotModified { image: img });
+    }
+    // A stale If-Range means the client's partial copy is of other bytes: send them all.
+    let range = match cond.if_range {
+        Some(h) if !if_range_holds(h, &etag) => None,
+        _ => cond.range,
     };
     let store = &access.region.store;
     match parse_range(range, size) {

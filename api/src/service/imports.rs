@@ -66,14 +66,31 @@ pub fn fetch_policy(cfg: &ImportsConfig) -> anyhow::Result<FetchPolicy> {
 }
 
 /// Maps fetch errors to what the caller of the synchronous check sees.
+/// Transport detail goes to the log; the caller gets the short public reason.
 fn sync_error(e: FetchError) -> DomainError {
     match e {
         FetchError::InvalidUrl(reason) => DomainError::invalid("source.url", reason),
         FetchError::NotAllowed(reason) => DomainError::UrlNotAllowed { reason },
-        other => DomainError::FetchFailed {
-            reason: other.to_string(),
-        },
+        other => {
+            tracing::info!(error = %other, "URL import check: fetching the source failed");
+            DomainError::FetchFailed {
+                reason: other.public_reason(),
+            }
+        }
     }
+}
+
+/// A failure worth retrying, as stored and shown to the tenant (`fetch-failed: <reason>`); the
+/// detail is logged here and nowhere else.
+fn retryable_fetch(image: ImageId, e: &FetchError) -> Outcome {
+    tracing::warn!(%image, error = %e, "import: fetching the source failed");
+    Outcome::Retryable(format!("fetch-failed: {}", e.public_reason()))
+}
+
+/// An internal failure (database, storage): logged, and shown as `internal` only.
+fn retryable_internal(image: ImageId, what: &str, e: &dyn std::fmt::Display) -> Outcome {
+    tracing::warn!(%image, error = %e, "import: {what} failed");
+    Outcome::Retryable("internal: a server-side error; quote the image id when reporting it".into())
 }
 
 enum Outcome {
@@ -344,18 +361,14 @@ impl Importer {
         let (expected, org) = match db::images::find(&self.db, &region.policy.id, image).await {
             Ok(Some(img)) => (img.expected_sha256, img.organization_id),
             Ok(None) => return Outcome::Lost,
-            Err(e) => return Outcome::Retryable(format!("database: {e}")),
+            Err(e) => return retryable_internal(image, "reading the image", &e),
         };
         let limits = IngestLimits {
             max_bytes: self.max_image_bytes,
             expected_sha256: expected,
         };
         let work = async {
-            let dl = self
-                .fetcher
-                .open(src)
-                .await
-                .map_err(|e| Outcome::Retryable(e.to_string()))?;
+            let dl = self.fetcher.open(src).await.map_err(|e| retryable_fetch(image, &e))?;
             if let Some(n) = dl.content_length {
                 if n > self.max_image_bytes {
                     return Err(Outcome::Permanent(format!(
@@ -372,7 +385,7 @@ impl Importer {
                             ApiError::Domain(DomainError::QuotaExceeded { detail }) => {
                                 Outcome::Permanent(format!("quota-exceeded: {detail}"))
                             }
-                            other => Outcome::Retryable(other.to_string()),
+                            other => retryable_internal(image, "the quota check", &other),
                         })?;
                 }
             }
@@ -396,8 +409,8 @@ impl Importer {
                 IngestError::TooLarge { limit } => {
                     Outcome::Permanent(format!("too-large: the source exceeds the limit of {limit} bytes"))
                 }
-                IngestError::Source(e) => Outcome::Retryable(e.to_string()),
-                IngestError::Storage(e) => Outcome::Retryable(format!("storage: {e}")),
+                IngestError::Source(e) => retryable_fetch(image, &e),
+                IngestError::Storage(e) => retryable_internal(image, "storage", &e),
             })
         };
         let heartbeat = async {
