@@ -32,6 +32,7 @@ pub struct Application {
     stop_workers: watch::Sender<bool>,
     /// The separate `/metrics` listener, when `[server] metrics_listen` is set.
     metrics_server: Option<(Server, SocketAddr)>,
+    watchdog: Arc<crate::keepalive::Watchdog>,
 }
 
 impl Application {
@@ -93,12 +94,30 @@ impl Application {
                 tracing::info!(open_file_limit = ?nofile, max_connections_per_worker = max_connections, workers, "connection budget")
             }
         }
+        // Re-arms the header timeout for every request of a keep-alive connection (actix arms
+        // it for the first only); see keepalive.rs.
+        let watchdog = crate::keepalive::Watchdog::new(
+            Duration::from_secs(cfg.server.keep_alive_secs),
+            Duration::from_secs(cfg.server.request_header_timeout_secs.max(1)),
+            metrics.clone(),
+        );
+        let on_connect = {
+            let count = crate::metrics::on_connect(metrics);
+            let watchdog = watchdog.clone();
+            move |conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions| {
+                count(conn, ext);
+                if let Some(c) = watchdog.register(conn) {
+                    ext.insert(c);
+                }
+            }
+        };
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(middleware::header_limits))
                 .wrap(from_fn(middleware::close_after_refused_body))
                 .wrap(from_fn(middleware::request_id))
                 .wrap(from_fn(crate::metrics::track))
+                .wrap(from_fn(crate::keepalive::track))
                 .app_data(state.clone())
                 .app_data(known.clone())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request("query", e)))
@@ -113,7 +132,7 @@ impl Application {
                 .into_app()
                 .default_service(web::to(unknown_route))
         })
-        .on_connect(crate::metrics::on_connect(metrics))
+        .on_connect(on_connect)
         .shutdown_timeout(cfg.server.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_secs(cfg.server.request_header_timeout_secs.max(1)))
         .client_disconnect_timeout(Duration::from_secs(cfg.server.disconnect_timeout_secs.max(1)))
@@ -128,6 +147,7 @@ impl Application {
             sweeper,
             stop_workers,
             metrics_server,
+            watchdog,
         })
     }
 
@@ -156,7 +176,9 @@ impl Application {
         let workers = tokio::spawn(self.importer.clone().run());
         let sweeper = tokio::spawn(self.sweeper.run(self.stop_workers.subscribe()));
         let metrics_server = self.metrics_server.map(|(s, _)| (s.handle(), tokio::spawn(s)));
+        let watchdog = self.watchdog.spawn();
         let served = self.server.await;
+        watchdog.abort();
         if let Some((handle, task)) = metrics_server {
             handle.stop(true).await;
             let _ = task.await;

@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod fdlimit;
+pub mod keepalive;
 pub mod metrics;
 pub mod middleware;
 pub mod model;

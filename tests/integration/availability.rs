@@ -362,3 +362,78 @@ both!(
         expect_status(app.upload("acme", &t, &b, data.clone()).await, StatusCode::OK).await;
     }
 );
+
+/// Reads one response (head and a `content-length` body) from a kept-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(n > 0, "the server closed instead of answering: {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+// actix-http times out slow headers only on a connection's first request; the keep-alive
+// watchdog (keepalive.rs) does it for every later one. Before it, the stalled second request
+// below held its connection for as long as the client liked (over 2 minutes measured).
+both!(
+    slow_headers_on_a_kept_alive_connection_time_out,
+    config = |c: &mut strata_api::Config| {
+        c.server.request_header_timeout_secs = 1;
+        c.server.keep_alive_secs = 1;
+    },
+    |app: TestApp| async move {
+        let addr = app.direct.trim_start_matches("http://").to_owned();
+        let get = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let mut s = open_raw(&app, &get, b"").await;
+        assert_eq!(status_of(&read_response(&mut s).await), 200);
+        // the connection is reused while the client keeps to the timeouts
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(get.as_bytes()).await.unwrap();
+        assert_eq!(status_of(&read_response(&mut s).await), 200);
+        // then part of a third request's headers, and silence
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        let closed = closed.expect("a stalled request on a kept-alive connection was left open");
+        // keep-alive (1 s) + header timeout (1 s) + one watchdog scan (1 s), with slack
+        assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+
+        // A request that stays in the application longer than that is not touched: an upload
+        // streaming steadily for about 3 s on a kept-alive connection.
+        let t = app.token(&["acme"]);
+        let img = app.create_named("acme", &t, "steady").await;
+        let id = img["id"].as_str().unwrap();
+        let data = samples::raw_mbr(1 << 20);
+        let mut s = open_raw(&app, &get, b"").await;
+        assert_eq!(status_of(&read_response(&mut s).await), 200);
+        let head = upload_head(&app, &t, id, &format!("Content-Length: {}\r\n", data.len()));
+        s.write_all(head.as_bytes()).await.unwrap();
+        for part in data.chunks(data.len() / 12) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            s.write_all(part).await.unwrap();
+        }
+        let res = read_response(&mut s).await;
+        assert_eq!(status_of(&res), 200, "{res}");
+        assert_eq!(state_of(&app, &t, id).await, "ready");
+    }
+);
