@@ -7,10 +7,14 @@
 - Every URL import is pointed at the loopback server the script runs: generated URLs would make
   the server under test resolve and connect to arbitrary hosts, which tests never do.
 - Half of the uploads carry a real raw disk (chosen by the generated body's length, so the run
-  stays reproducible), so uploads can succeed; the rest test refusals.
+  stays reproducible) and go to a fresh pending image made for them, so successful uploads are
+  checked against the spec many times, not once; the rest go to PENDING_ID and test refusals.
 - Every (operation, status) is appended to $STRATA_CONTRACT_STATUSES for coverage.py.
 """
+import itertools
+import json
 import os
+import urllib.request
 import uuid
 
 import schemathesis
@@ -19,6 +23,21 @@ from schemathesis.generation.meta import TestPhase
 IMPORT_URL = os.environ["STRATA_CONTRACT_IMPORT_URL"]
 READY_ID = os.environ["STRATA_CONTRACT_READY_ID"]
 PENDING_ID = os.environ["STRATA_CONTRACT_PENDING_ID"]
+BASE = os.environ["STRATA_CONTRACT_BASE"]
+TOKEN = os.environ["STRATA_CONTRACT_TOKEN"]
+_fresh = itertools.count()
+
+
+def _fresh_pending_image():
+    """A new pending image in acme/local, created through the public API."""
+    body = json.dumps({"name": f"contract-upload-{next(_fresh)}", "source": {"type": "upload"}}).encode()
+    req = urllib.request.Request(
+        f"{BASE}/api/v1/organizations/acme/regions/local/images", data=body, method="POST"
+    )
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as res:
+        return json.load(res)["id"]
 with open(os.environ["STRATA_CONTRACT_DISK"], "rb") as f:
     DISK = f.read()
 
@@ -49,6 +68,8 @@ def map_case(context, case):
             source["url"] = IMPORT_URL
     if op == "uploadImageFile" and isinstance(body, (bytes, bytearray, str)) and len(body) % 2 == 0:
         case.body = DISK
+        if params and params.get("imageID") == PENDING_ID:
+            params["imageID"] = _fresh_pending_image()
     return case
 
 
