@@ -44,7 +44,8 @@ pub struct ServerConfig {
     /// (`RLIMIT_NOFILE`), so excess connections wait in the listen backlog instead of failing
     /// with "too many open files".
     pub max_connections: Option<usize>,
-    /// Serve `GET /metrics` only on this address (e.g. `127.0.0.1:9100`), not on `listen`.
+    /// Serve `GET /metrics` only on this address (e.g. `127.0.0.1:9100`), not on `listen`; the
+    /// probes `/healthz` and `/readyz` are answered there too (and still on `listen`).
     pub metrics_listen: Option<SocketAddr>,
 }
 

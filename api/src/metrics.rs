@@ -566,7 +566,8 @@ pub fn on_connect(metrics: Arc<Metrics>) -> impl Fn(&dyn std::any::Any, &mut act
     }
 }
 
-/// A one-worker server that answers only `GET /metrics`, on `[server] metrics_listen`.
+/// A one-worker server on `[server] metrics_listen` that answers `GET /metrics`, `/healthz` and
+/// `/readyz` only.
 pub(crate) fn serve_separately(
     at: std::net::SocketAddr,
     state: web::Data<AppState>,
@@ -578,6 +579,10 @@ pub(crate) fn serve_separately(
         actix_web::App::new()
             .app_data(state.clone())
             .route("/metrics", web::get().to(metrics_only))
+            // Probes too: an orchestrator pointed here is not queued behind tenant traffic (or a
+            // flood of hostile connections) on the main listener.
+            .service(crate::routes::health::healthz)
+            .service(crate::routes::health::readyz)
             .default_service(web::to(HttpResponse::NotFound))
     })
     .workers(1)

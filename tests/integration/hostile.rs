@@ -68,7 +68,7 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nworkers = 2\nrequest_header_timeout_secs = 1\nkeep_alive_secs = 2\ndisconnect_timeout_secs = 1\n\
+            "[server]\nmetrics_listen = \"127.0.0.1:0\"\nworkers = 2\nrequest_header_timeout_secs = 1\nkeep_alive_secs = 2\ndisconnect_timeout_secs = 1\n\
              [limits]\nbody_idle_timeout_secs = {IDLE_SECS}\nbody_base_secs = 5\nbody_min_bytes_per_sec = 65536\n\
              [quotas]\nmax_concurrent_uploads = 1000\n[sweeper]\nenabled = false\n"
         ),
@@ -93,13 +93,24 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
         .spawn()
         .expect("prlimit runs strata");
     let stdout = child.stdout.take().unwrap();
+    let mut stdout = std::io::BufReader::new(stdout);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     let base = line
         .split("listening on ")
         .nth(1)
         .expect("listening line")
         .trim()
+        .to_owned();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    // the operations listener ([server] metrics_listen), which answers the probes too
+    let ops = line
+        .split("metrics on http://")
+        .nth(1)
+        .expect("metrics line")
+        .trim()
+        .trim_end_matches("/metrics")
         .to_owned();
     let pid = child.id();
     let server = Server { child, base };
@@ -174,6 +185,16 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     // health keeps answering while the hostile connections are open and being shed
     let mut probes = vec![];
     let mut good_upload = None;
+    // the operations listener, probed on its own meanwhile
+    let ops_task = tokio::spawn(async move {
+        let mut got = vec![];
+        while started.elapsed() < Duration::from_secs(8) {
+            let path = if got.len() % 2 == 0 { "/healthz" } else { "/readyz" };
+            got.push(probe(&ops, path).await);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        got
+    });
     while started.elapsed() < Duration::from_secs(8) {
         let path = if probes.len() % 2 == 0 { "/healthz" } else { "/readyz" };
         probes.push(probe(&addr, path).await);
@@ -195,6 +216,9 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     answered.sort();
     let slowest = answered.last().copied().unwrap_or_default();
     let median = answered.get(answered.len() / 2).copied().unwrap_or_default();
+    let ops_probes = ops_task.await.unwrap();
+    let ops_failed = ops_probes.iter().filter(|p| p.is_none()).count();
+    let ops_slowest = ops_probes.iter().flatten().max().copied().unwrap_or_default();
 
     let mut upload_end = Duration::ZERO;
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
@@ -217,10 +241,12 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     println!(
         "hostile: nofile={NOFILE} connections={} probes={} failed={failed} median_probe={median:?} slowest_probe={slowest:?} \
+         ops_probes={} ops_failed={ops_failed} ops_slowest={ops_slowest:?} \
          uploads_ended_within={upload_end:?} upload_answers={statuses:?} fds_before={fds_before} peak={peak} \
          fds_after={fds_after} staging_left={} good_upload={good_upload:?}",
         UPLOADS + SLOW_HEADERS + CHUNKED,
         probes.len(),
+        ops_probes.len(),
         staging.len()
     );
     assert!(
@@ -242,6 +268,15 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     // are shed at the header timeout (1 s) or after the disconnect linger (1 s): with 440 of
     // them and ~90 connection slots that is a few seconds at worst on a busy 2-core machine.
     assert!(slowest < Duration::from_secs(8), "slowest probe {slowest:?}");
+    // On the operations listener the probes are not queued behind the flood at all.
+    assert_eq!(
+        ops_failed, 0,
+        "probes on the operations listener failed: {ops_probes:?}"
+    );
+    assert!(
+        ops_slowest < Duration::from_secs(1),
+        "slowest operations-listener probe {ops_slowest:?}"
+    );
     assert!(
         upload_end < Duration::from_secs(IDLE_SECS + 5),
         "stalled uploads took {upload_end:?} to end"

@@ -276,8 +276,14 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
     // the main listener's requests are counted, the refused /metrics among them
     assert_eq!(m[&requests("/metrics", "GET", 404)], 1.0, "{text}");
     assert_eq!(m[&requests("/healthz", "GET", 200)], 1.0, "{text}");
-    // the separate listener serves nothing else
-    let other = metrics_url.replace("/metrics", "/healthz");
+    // the separate listener also answers the probes, and nothing else
+    let probe = c.get(metrics_url.replace("/metrics", "/healthz")).send().await.unwrap();
+    assert_eq!(probe.status(), StatusCode::OK);
+    assert_eq!(probe.json::<Value>().await.unwrap()["status"], "ok");
+    let ready = c.get(metrics_url.replace("/metrics", "/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(ready.json::<Value>().await.unwrap()["checks"].get("database").is_some());
+    let other = metrics_url.replace("/metrics", "/api/v2/regions/local/images");
     assert_eq!(c.get(other).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 

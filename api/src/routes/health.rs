@@ -14,7 +14,7 @@ use crate::state::AppState;
     security(())
 )]
 #[get("/healthz")]
-async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok".into(),
         checks: BTreeMap::new(),
@@ -36,7 +36,7 @@ async fn healthz() -> HttpResponse {
     security((), ("bearer" = []))
 )]
 #[get("/readyz")]
-async fn readyz(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     let detailed = crate::tenancy::optional_principal(&req).is_some_and(|p| p.platform_admin);
     let mut checks = BTreeMap::new();
     let db_ok = match st.db.execute_unprepared("SELECT 1").await {

@@ -2,7 +2,7 @@
 
 mod consumers;
 mod files;
-mod health;
+pub(crate) mod health;
 mod images;
 mod query;
 mod usage;
