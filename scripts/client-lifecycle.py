@@ -21,14 +21,14 @@ from strata_client.models import (
     ConsumerRequest,
     ConsumerView,
     CreateImageRequest,
-    CreateImageRequestTags,
+    Tags,
     ErrorBody,
     Health,
     ImagePage,
     ImageState,
     ImageView,
     PatchImageRequest,
-    PatchImageRequestTagsType0,
+    TagPatch,
     UploadSource,
     UploadSourceType,
     UsageView,
@@ -67,7 +67,7 @@ step("readyz", readyz.sync_detailed(client=client), 200, Health)
 
 # create, upload, get
 names = [f"client-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
-tags = CreateImageRequestTags.from_dict({"env": "test", "team": "client"})
+tags = Tags.from_dict({"env": "test", "team": "client"})
 created = []
 for name in names:
     req = CreateImageRequest(
@@ -105,7 +105,7 @@ step("download, If-None-Match", download_image_file.sync_detailed(ORG, REGION, i
 step("get, If-None-Match", get_image.sync_detailed(ORG, REGION, img.id, client=client, if_none_match=etag), 304, None)
 
 # patch with If-Match, then a stale If-Match -> 412
-patch = PatchImageRequest(tags=PatchImageRequestTagsType0.from_dict({"team": None, "owner": "ops"}), protected=False)
+patch = PatchImageRequest(tags=TagPatch.from_dict({"team": None, "owner": "ops"}), protected=False)
 patched = patch_image.sync_detailed(ORG, REGION, img.id, client=client, body=patch, if_match=etag)
 step("patch with If-Match", patched, 200, ImageView)
 assert patched.parsed.tags["owner"] == "ops" and "team" not in patched.parsed.tags.to_dict()

@@ -48,7 +48,7 @@ pub struct ImageView {
     pub architecture: Architecture,
     pub os: Option<OsInfo>,
     /// User tags plus the server's read-only `strata.dev/` provenance tags.
-    #[schema(schema_with = shown_tags_schema)]
+    #[schema(value_type = ImageTags)]
     pub tags: BTreeMap<String, String>,
     pub protected: bool,
     pub provenance: ProvenanceView,
@@ -139,7 +139,7 @@ pub struct CreateImageRequest {
     pub os: Option<OsInfo>,
     /// At most 64; keys 1-63 of `A-Za-z0-9._/-`, values up to 255 characters without control
     /// characters; `strata.dev/` keys are reserved (`reserved-tag`).
-    #[schema(schema_with = user_tags_schema)]
+    #[schema(value_type = Option<Tags>)]
     pub tags: Option<BTreeMap<String, String>>,
     /// Protected images cannot be deleted. Default false.
     pub protected: Option<bool>,
@@ -170,7 +170,7 @@ pub struct PatchImageRequest {
     /// Per key: a string sets the tag, null removes it. `null` for the whole object removes all
     /// user tags. Same limits as on create; `strata.dev/` keys are reserved.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(schema_with = tag_patch_schema)]
+    #[schema(value_type = Option<TagPatch>)]
     pub tags: Option<Option<BTreeMap<String, Option<String>>>>,
     /// `null` resets it to `false`.
     #[serde(default, deserialize_with = "double_option")]
@@ -185,16 +185,13 @@ const TAG_VALUE_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 /// The OpenAPI schema of a tag map, constrained as the domain checks it. Writable maps refuse
 /// the reserved `strata.dev/` prefix (in any case); a patch map also takes `null` values (remove
-/// the tag) and may itself be `null` (remove every user tag).
-fn tag_map_schema(writable: bool, patch: bool) -> utoipa::openapi::schema::Schema {
+/// the tag). Whether the map itself may be `null` is said where it is used (`Option<...>`).
+fn tag_map_schema(
+    writable: bool,
+    null_values: bool,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    let nullable = |t: Type| {
-        if patch {
-            SchemaType::from_iter([t, Type::Null])
-        } else {
-            SchemaType::new(t)
-        }
-    };
     let mut key = ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(strata_domain::tags::MAX_KEY_LEN))
@@ -207,33 +204,61 @@ fn tag_map_schema(writable: bool, patch: bool) -> utoipa::openapi::schema::Schem
             serde_json::json!({"pattern": "^[Ss][Tt][Rr][Aa][Tt][Aa]\\.[Dd][Ee][Vv]/"}),
         )]));
     }
-    let mut value = ObjectBuilder::new().schema_type(nullable(Type::String));
+    let value_type = if null_values {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::new(Type::String)
+    };
+    let mut value = ObjectBuilder::new().schema_type(value_type);
     if writable {
         // Shown values include provenance (a reference URL may be up to 2048 characters).
         value = value
             .max_length(Some(strata_domain::tags::MAX_VALUE_LEN))
             .pattern(Some(TAG_VALUE_PATTERN));
     }
+    // Shown maps add the provenance tags to up to 64 user tags: no count limit there.
     ObjectBuilder::new()
-        .schema_type(nullable(Type::Object))
+        .schema_type(Type::Object)
+        .description(Some(description))
         .property_names(Some(key))
         .additional_properties(Some(value))
-        .max_properties(Some(strata_domain::tags::MAX_TAGS))
+        .max_properties(writable.then_some(strata_domain::tags::MAX_TAGS))
         .into()
 }
 
-fn user_tags_schema() -> utoipa::openapi::schema::Schema {
-    tag_map_schema(true, false)
+/// Named schemas for the three tag maps, so generated clients get readable model names.
+macro_rules! tag_schema {
+    ($name:ident, $writable:expr, $null_values:expr, $doc:expr) => {
+        #[doc = $doc]
+        pub struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                tag_map_schema($writable, $null_values, $doc)
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
 }
 
-fn tag_patch_schema() -> utoipa::openapi::schema::Schema {
-    tag_map_schema(true, true)
-}
-
-/// Tags as the server shows them: user tags plus the reserved provenance tags.
-fn shown_tags_schema() -> utoipa::openapi::schema::Schema {
-    tag_map_schema(false, false)
-}
+tag_schema!(
+    Tags,
+    true,
+    false,
+    "User tags: at most 64; keys 1-63 of `A-Za-z0-9._/-`, values up to 255 characters without \
+     control characters; `strata.dev/` keys are reserved (`reserved-tag`)."
+);
+tag_schema!(
+    TagPatch,
+    true,
+    true,
+    "A merge patch of user tags: a string sets the tag, `null` removes it. Same limits as `Tags`."
+);
+tag_schema!(
+    ImageTags,
+    false,
+    false,
+    "User tags plus the server's read-only `strata.dev/` provenance tags."
+);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

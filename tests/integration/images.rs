@@ -519,3 +519,33 @@ both!(
         expect_error(res, StatusCode::PRECONDITION_FAILED, "precondition-failed").await;
     }
 );
+
+// The limits are the edges, and what is at an edge is still valid on the wire: 64 user tags of
+// 63-character keys and 255-character values are accepted, and the image (which shows them
+// with its provenance tags, more than 64 in all) still matches the committed spec (checked by
+// the harness's proxy on every response).
+both!(
+    limits_are_inclusive_and_shown_tags_may_exceed_them,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let url = format!("{}/images", app.v1("acme", "local"));
+        let tags: serde_json::Map<_, _> = (0..64)
+            .map(|i| (format!("{i:02}{}", "k".repeat(61)), json!("v".repeat(255))))
+            .collect();
+        let res = app
+        .req(Method::POST, &url, &t)
+        .json(&json!({"name": "a".repeat(63), "description": "d".repeat(1024), "tags": tags, "source": {"type": "upload"}}))
+        .send()
+        .await
+        .unwrap();
+        let img = expect_status(res, StatusCode::CREATED).await;
+        let shown = img["tags"].as_object().unwrap();
+        assert!(shown.len() > 64, "{} tags shown", shown.len());
+        let res = app
+            .req(Method::GET, &format!("{url}/{}", img["id"].as_str().unwrap()), &t)
+            .send()
+            .await
+            .unwrap();
+        expect_status(res, StatusCode::OK).await;
+    }
+);
