@@ -18,18 +18,15 @@
 //! two descriptors while it lives; fdlimit.rs budgets for that.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use crate::metrics::Metrics;
+use crate::middleware::Holding;
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use bytes::Bytes;
-
-use crate::metrics::Metrics;
 
 /// How often connections are looked at.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
@@ -140,17 +137,14 @@ impl Watchdog {
 pub async fn track<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
-) -> Result<ServiceResponse<Tracked>, actix_web::Error> {
+) -> Result<ServiceResponse<Holding<Option<Busy>>>, actix_web::Error> {
     let busy = req.conn_data::<Arc<Conn>>().map(|c| Busy::start(c.clone()));
     let res = next.call(req).await?;
-    Ok(res.map_body(|_, inner| Tracked {
-        inner: inner.boxed(),
-        _busy: busy,
-    }))
+    Ok(res.map_body(|_, body| Holding::new(body, busy)))
 }
 
-/// A request in progress on a watched connection.
-struct Busy(Arc<Conn>);
+/// A request in progress on a watched connection; the connection is idle again when it drops.
+pub struct Busy(Arc<Conn>);
 
 impl Busy {
     fn start(c: Arc<Conn>) -> Self {
@@ -161,31 +155,8 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        // Idle from now on.
         self.0.idle_since_ms.store(now_ms(), Ordering::Release);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The response body, carrying the in-progress mark until it ends.
-pub struct Tracked {
-    inner: BoxBody,
-    _busy: Option<Busy>,
-}
-
-impl MessageBody for Tracked {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.inner.size()
-    }
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self._busy = None; // the body is done: the connection may now go idle
-        }
-        polled
     }
 }
 

@@ -92,8 +92,9 @@ impl SweepRemoval {
 
 #[derive(Default)]
 pub struct Metrics {
-    /// Keyed by (route template, method).
-    requests: Mutex<BTreeMap<(String, &'static str), RouteStats>>,
+    /// Keyed by route template, then method (nested so a request on a known route allocates
+    /// nothing).
+    requests: Mutex<BTreeMap<String, BTreeMap<&'static str, RouteStats>>>,
     open_connections: AtomicI64,
     requests_in_flight: AtomicI64,
     uploads_in_flight: AtomicI64,
@@ -188,10 +189,11 @@ impl Metrics {
     fn observe(&self, route: &str, method: &Method, status: u16, secs: f64) {
         let method = method_label(method);
         let mut map = lock(&self.requests);
-        let stats = match map.get_mut(&(route.to_owned(), method)) {
-            Some(s) => s,
-            None => map.entry((route.to_owned(), method)).or_default(),
+        let by_method = match map.get_mut(route) {
+            Some(m) => m,
+            None => map.entry(route.to_owned()).or_default(),
         };
+        let stats = by_method.entry(method).or_default();
         *stats.by_status.entry(status).or_default() += 1;
         let slot = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
         stats.buckets[slot] += 1;
@@ -216,7 +218,12 @@ impl Metrics {
             "Requests served, by route template, method and status.",
         );
         let requests = lock(&self.requests);
-        for ((route, method), s) in requests.iter() {
+        let series = || {
+            requests
+                .iter()
+                .flat_map(|(route, m)| m.iter().map(move |(method, s)| (route, method, s)))
+        };
+        for (route, method, s) in series() {
             for (status, n) in &s.by_status {
                 let _ = writeln!(
                     w,
@@ -231,7 +238,7 @@ impl Metrics {
             "histogram",
             "Time to the response head, by route template and method.",
         );
-        for ((route, method), s) in requests.iter() {
+        for (route, method, s) in series() {
             let labels = format!("route=\"{}\",method=\"{method}\"", escape(route));
             let mut cumulative = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
@@ -437,7 +444,10 @@ fn pool_gauges(db: &sea_orm::DatabaseConnection) -> Option<PoolGauges> {
 
 async fn db_gauges(st: &AppState) -> DbGauges {
     let jobs = match crate::db::jobs::count_by_state(&st.db).await {
-        Ok((leased, waiting)) => vec![("url", "leased", leased), ("url", "waiting", waiting)],
+        Ok((leased, waiting)) => {
+            let kind = crate::service::imports::KIND;
+            vec![(kind, "leased", leased), (kind, "waiting", waiting)]
+        }
         Err(e) => {
             tracing::warn!(error = %e, "metrics: counting import jobs failed");
             Vec::new()

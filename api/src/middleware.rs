@@ -67,7 +67,8 @@ pub async fn header_limits(
     let over = req.app_data::<web::Data<AppState>>().and_then(|st| {
         let fields = req.headers().len();
         // request line ("METHOD URI HTTP/1.1\r\n") plus "name: value\r\n" per field
-        let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+        let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+        let line = req.method().as_str().len() + target + 11;
         let bytes = line
             + req
                 .headers()
@@ -132,19 +133,27 @@ pub async fn close_after_refused_body(
     }
     // Successful responses let the framework drain what is left as before.
     let held = held.filter(|_| refused);
-    Ok(res.map_body(|_, body| HoldPayload {
-        body: body.boxed(),
-        _payload: held,
-    }))
+    Ok(res.map_body(|_, body| Holding::new(body, held)))
 }
 
-/// A response body that keeps the request's payload alive until the response is written.
-struct HoldPayload {
+/// A response body that keeps `T` alive until the body is done: actix drops a response body
+/// as soon as its last chunk has been written. Used to hold a refused request's payload (above)
+/// and the keep-alive watchdog's "request in progress" mark.
+pub struct Holding<T> {
     body: BoxBody,
-    _payload: Option<Rc<RefCell<Payload>>>,
+    _held: T,
 }
 
-impl MessageBody for HoldPayload {
+impl<T> Holding<T> {
+    pub fn new(body: impl MessageBody + 'static, held: T) -> Self {
+        Self {
+            body: body.boxed(),
+            _held: held,
+        }
+    }
+}
+
+impl<T: Unpin> MessageBody for Holding<T> {
     type Error = Box<dyn std::error::Error>;
 
     fn size(&self) -> BodySize {

@@ -278,7 +278,9 @@ pub fn check_if_match(header: &str, current_revision: i64) -> Result<(), DomainE
 /// Does an `If-None-Match` header match the current entity tag (RFC 9110 13.1.2: weak comparison,
 /// `*` matches any current representation)? A match means `304 Not Modified` for GET and HEAD.
 pub fn if_none_match_hits(header: &str, etag: &str) -> bool {
-    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    fn opaque(t: &str) -> &str {
+        t.trim().trim_start_matches("W/")
+    }
     let current = opaque(etag);
     header
         .split(',')

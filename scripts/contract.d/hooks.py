@@ -55,17 +55,30 @@ def _phase(case):
     return meta.phase.name if meta is not None else None
 
 
+def _loopback_only(case):
+    """Points a URL import at the loopback server, whatever the generated URL was."""
+    body = case.body
+    if case.operation.definition.raw.get("operationId") == "createImage" and isinstance(body, dict):
+        source = body.get("source")
+        if isinstance(source, dict) and isinstance(source.get("url"), str):
+            source["url"] = IMPORT_URL
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs):
+    # Again right before the request goes out, in every phase: no case may make the server under
+    # test resolve or connect to anything but 127.0.0.1.
+    _loopback_only(case)
+
+
 @schemathesis.hook
 def map_case(context, case):
     op = case.operation.definition.raw.get("operationId")
     params = case.path_parameters
     if params and "imageID" in params and _phase(case) != TestPhase.STATEFUL and _is_uuid(params["imageID"]):
         params["imageID"] = PENDING_ID if op == "uploadImageFile" else READY_ID
+    _loopback_only(case)
     body = case.body
-    if op == "createImage" and isinstance(body, dict):
-        source = body.get("source")
-        if isinstance(source, dict) and isinstance(source.get("url"), str):
-            source["url"] = IMPORT_URL
     if op == "uploadImageFile" and isinstance(body, (bytes, bytearray, str)) and len(body) % 2 == 0:
         case.body = DISK
         if params and params.get("imageID") == PENDING_ID:

@@ -1,7 +1,7 @@
 //! The `strata` binary itself: serve on port 0, token, migrate, openapi, config layering, SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -25,21 +25,27 @@ impl Drop for Server {
 /// Starts `strata serve ARGS` and waits for its "listening on" line.
 pub(crate) fn serve(args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(BIN);
-    cmd.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.arg("serve").args(args).stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("strata starts");
-    let stdout = child.stdout.take().unwrap();
+    spawn_serve(cmd).0
+}
+
+/// Spawns a prepared `strata serve` command (its stdout is piped here) and waits for its
+/// "listening on" line; returns the server and the rest of its stdout.
+pub(crate) fn spawn_serve(mut cmd: Command) -> (Server, BufReader<ChildStdout>) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("strata starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    out.read_line(&mut line).unwrap();
     let base = line
         .split("listening on ")
         .nth(1)
         .unwrap_or_else(|| panic!("no 'listening on' line: {line:?}"))
         .trim()
         .to_owned();
-    Server { child, base }
+    (Server { child, base }, out)
 }
 
 pub(crate) fn strata(args: &[&str]) -> String {

@@ -2,7 +2,7 @@
 //! stalled and unfinished connections must not take health checks down, every stalled upload
 //! ends within its timeout, and nothing (staging files, descriptors) is left afterwards.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::cli::{Server, strata};
+use crate::cli::{spawn_serve, strata};
 use crate::harness::files_under;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
@@ -76,8 +76,8 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     .unwrap();
     let token = strata(&["token", "--data-dir", d, "--org", "acme"]).trim().to_owned();
     let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = Command::new("prlimit")
-        .arg(format!("--nofile={NOFILE}:{NOFILE}"))
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={NOFILE}:{NOFILE}"))
         .args([
             BIN,
             "serve",
@@ -88,20 +88,8 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
             "--listen",
             "127.0.0.1:0",
         ])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("prlimit runs strata");
-    let stdout = child.stdout.take().unwrap();
-    let mut stdout = std::io::BufReader::new(stdout);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let base = line
-        .split("listening on ")
-        .nth(1)
-        .expect("listening line")
-        .trim()
-        .to_owned();
+        .stderr(log);
+    let (server, mut stdout) = spawn_serve(cmd);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     // the operations listener ([server] metrics_listen), which answers the probes too
@@ -112,8 +100,7 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
         .trim()
         .trim_end_matches("/metrics")
         .to_owned();
-    let pid = child.id();
-    let server = Server { child, base };
+    let pid = server.child.id();
     let addr = server.base.trim_start_matches("http://").to_owned();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     assert!(

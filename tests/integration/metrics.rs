@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use strata_domain::disk_format::samples;
 
 use crate::both;
+use crate::cli::{Server, spawn_serve};
 use crate::harness::*;
 use crate::imports::import_cfg;
 use crate::upstream::{Behaviour, Upstream};
@@ -209,49 +210,26 @@ both!(
     }
 );
 
-/// Starts `strata serve` with a config file; returns the child, its stdout lines reader and the
-/// main base URL.
-fn serve_with(
-    config: &str,
-    dir: &std::path::Path,
-) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
+/// Starts `strata serve` with a config file (stderr piped); returns the server and the rest of
+/// its stdout.
+fn serve_with(config: &str, dir: &std::path::Path) -> (Server, BufReader<std::process::ChildStdout>) {
     let file = dir.join("strata.toml");
     std::fs::write(&file, config).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .env_remove("STRATA_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let base = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no 'listening on' line: {line:?}"))
-        .trim()
-        .to_owned();
-    (child, out, base)
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+        .stderr(Stdio::piped());
+    spawn_serve(cmd)
 }
 
 #[tokio::test]
 async fn metrics_listen_moves_metrics_off_the_main_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, mut out, base) = serve_with("[server]\nmetrics_listen = \"127.0.0.1:0\"\n", dir.path());
-    let _kill = Kill(child);
+    let (server, mut out) = serve_with("[server]\nmetrics_listen = \"127.0.0.1:0\"\n", dir.path());
+    let base = server.base.clone();
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let metrics_url = line
@@ -290,9 +268,9 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
 #[tokio::test]
 async fn json_log_lines_carry_request_id_route_status_and_duration() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _out, base) = serve_with("[log]\nformat = \"json\"\n", dir.path());
-    let err = child.stderr.take().unwrap();
-    let _kill = Kill(child);
+    let (mut server, _out) = serve_with("[log]\nformat = \"json\"\n", dir.path());
+    let err = server.child.stderr.take().unwrap();
+    let base = server.base.clone();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -336,9 +314,8 @@ async fn json_log_lines_carry_request_id_route_status_and_duration() {
 #[test]
 fn default_log_format_is_human_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _out, _base) = serve_with("", dir.path());
-    let err = child.stderr.take().unwrap();
-    let _kill = Kill(child);
+    let (mut server, _out) = serve_with("", dir.path());
+    let err = server.child.stderr.take().unwrap();
     let mut first = String::new();
     BufReader::new(err).read_line(&mut first).unwrap();
     assert!(serde_json::from_str::<Value>(&first).is_err(), "{first}");

@@ -7,7 +7,7 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::model::{ImagePath, ImageView};
 use crate::openapi::{BadRequest, Binary, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
-use crate::service::images::{Download, FileConditions};
+use crate::service::images::Download;
 use crate::state::AppState;
 use crate::tenancy::{ImageRef, ImagesRead, ImagesWrite, OrgRegion};
 
@@ -72,10 +72,6 @@ fn header(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn not_modified(etag: String) -> HttpResponse {
-    HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish()
-}
-
 /// Download the image's bytes (single byte ranges supported)
 #[utoipa::path(
     tag = "image-files",
@@ -110,31 +106,31 @@ async fn download_file(
     access: OrgRegion<ImagesRead>,
     id: ImageRef,
 ) -> ApiResult<HttpResponse> {
-    let cond = FileConditions {
-        range: header(&req, header::RANGE),
-        if_range: header(&req, header::IF_RANGE),
-        if_none_match: header(&req, header::IF_NONE_MATCH),
-    };
-    let dl = service::images::download(&st, &access, id.0, cond).await?;
-    let (mut res, img, body, len) = match dl {
-        Download::NotModified { image } => return Ok(not_modified(image.file_etag())),
-        Download::Full { image, body } => {
+    let file = service::images::downloadable(&st, &access, id.0).await?;
+    let etag = file.image.file_etag();
+    if let Some(res) = super::not_modified(&req, &etag) {
+        return Ok(res);
+    }
+    let dl = service::images::download(
+        &access,
+        &file,
+        header(&req, header::RANGE),
+        header(&req, header::IF_RANGE),
+    )
+    .await?;
+    let (mut res, body, len) = match dl {
+        Download::Full { body } => {
             let len = body.size;
-            (HttpResponse::Ok(), image, body, len)
+            (HttpResponse::Ok(), body, len)
         }
-        Download::Partial {
-            image,
-            body,
-            start,
-            end,
-        } => {
+        Download::Partial { body, start, end } => {
             let mut res = HttpResponse::PartialContent();
             res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", body.size)));
-            (res, image, body, end - start + 1)
+            (res, body, end - start + 1)
         }
     };
     Ok(res
-        .insert_header((header::ETAG, img.file_etag()))
+        .insert_header((header::ETAG, etag))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .content_type(OCTET)
         .no_chunking(len)
@@ -169,16 +165,16 @@ async fn head_file(
     access: OrgRegion<ImagesRead>,
     id: ImageRef,
 ) -> ApiResult<HttpResponse> {
-    let (img, size) = service::images::downloadable(&st, &access, id.0).await?;
-    let etag = img.file_etag();
-    if header(&req, header::IF_NONE_MATCH).is_some_and(|h| strata_domain::image::if_none_match_hits(h, &etag)) {
-        return Ok(not_modified(etag));
+    let file = service::images::downloadable(&st, &access, id.0).await?;
+    let etag = file.image.file_etag();
+    if let Some(res) = super::not_modified(&req, &etag) {
+        return Ok(res);
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .content_type(OCTET)
-        .no_chunking(size)
+        .no_chunking(file.size)
         // a streamed body of unknown size keeps the Content-Length set above; HEAD sends no bytes
         .streaming(futures::stream::empty::<Result<bytes::Bytes, actix_web::Error>>()))
 }

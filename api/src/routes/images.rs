@@ -105,9 +105,8 @@ async fn get_image(
     id: ImageRef,
 ) -> ApiResult<HttpResponse> {
     let img = service::images::find_visible(&st, &access, id.0).await?;
-    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    if inm.is_some_and(|h| strata_domain::image::if_none_match_hits(h, &img.etag())) {
-        return Ok(with_etag(actix_web::http::StatusCode::NOT_MODIFIED, &img).finish());
+    if let Some(res) = super::not_modified(&req, &img.etag()) {
+        return Ok(res);
     }
     Ok(with_etag(actix_web::http::StatusCode::OK, &img).json(ImageView::from(&img)))
 }

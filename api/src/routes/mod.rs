@@ -7,6 +7,8 @@ mod images;
 mod query;
 mod usage;
 
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -32,4 +34,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(usage::get_usage),
     );
     cfg.service(scope::scope("/api/v2").service(query::query_images));
+}
+
+/// `304 Not Modified` with the ETag when the request's `If-None-Match` names `etag` (GET and HEAD
+/// of an image or its bytes).
+fn not_modified(req: &HttpRequest, etag: &str) -> Option<HttpResponse> {
+    let held = req.headers().get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    strata_domain::image::if_none_match_hits(held, etag)
+        .then(|| HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish())
 }

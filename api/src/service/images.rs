@@ -4,7 +4,7 @@ use strata_domain::access::Principal;
 use strata_domain::ids::{BlobId, ImageId};
 use strata_domain::image::{
     Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
-    if_none_match_hits, if_range_holds, parse_sha256,
+    if_range_holds, parse_sha256,
 };
 use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
@@ -295,75 +295,52 @@ where
 }
 
 pub enum Download {
-    /// `If-None-Match` matched: nothing to send but the headers.
-    NotModified {
-        image: Image,
-    },
-    Full {
-        image: Image,
-        body: BlobRead,
-    },
-    Partial {
-        image: Image,
-        body: BlobRead,
-        start: u64,
-        end: u64,
-    },
+    Full { body: BlobRead },
+    Partial { body: BlobRead, start: u64, end: u64 },
 }
 
-/// The conditional headers of a read of the image's bytes.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FileConditions<'a> {
-    pub range: Option<&'a str>,
-    pub if_range: Option<&'a str>,
-    pub if_none_match: Option<&'a str>,
+/// A ready image the caller may read, with what a download needs. Only [`downloadable`] makes
+/// one, so a download always starts from the visibility check.
+pub struct Readable {
+    pub image: Image,
+    pub size: u64,
+    blob: BlobId,
 }
 
 /// The image whose bytes a download or HEAD would send: visible, `ready`, with its size.
-pub async fn downloadable<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<(Image, u64)> {
-    let img = find_visible(st, access, id).await?;
-    img.require_state(ImageState::Ready)?;
-    let Some(size) = img.size_bytes else {
-        return Err(ApiError::internal(anyhow::anyhow!("ready image {id} has no size")));
-    };
-    Ok((img, size))
-}
-
-pub async fn download<S>(
-    st: &AppState,
-    access: &OrgRegion<S>,
-    id: ImageId,
-    cond: FileConditions<'_>,
-) -> ApiResult<Download> {
-    let (img, size) = downloadable(st, access, id).await?;
-    let Some(blob) = img.blob else {
+pub async fn downloadable<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<Readable> {
+    let image = find_visible(st, access, id).await?;
+    image.require_state(ImageState::Ready)?;
+    let (Some(blob), Some(size)) = (image.blob, image.size_bytes) else {
         return Err(ApiError::internal(anyhow::anyhow!("ready image {id} has no blob")));
     };
-    let etag = img.file_etag();
-    if cond.if_none_match.is_some_and(|h| if_none_match_hits(h, &etag)) {
-        return Ok(Download::NotModified { image: img });
-    }
-    // A stale If-Range means the client's partial copy is of other bytes: send them all.
-    let range = match cond.if_range {
-        Some(h) if !if_range_holds(h, &etag) => None,
-        _ => cond.range,
+    Ok(Readable { image, size, blob })
+}
+
+/// Opens the bytes of `file`: the whole of them, or the one `range` asked for when `if_range`
+/// (if sent) still names them. A stale `If-Range` means the client's partial copy is of other
+/// bytes, so it gets them all.
+pub async fn download<S>(
+    access: &OrgRegion<S>,
+    file: &Readable,
+    range: Option<&str>,
+    if_range: Option<&str>,
+) -> ApiResult<Download> {
+    let range = match if_range {
+        Some(h) if !if_range_holds(h, &file.image.file_etag()) => None,
+        _ => range,
     };
-    let store = &access.region.store;
-    match parse_range(range, size) {
-        RangeRequest::Full => {
-            let body = store.open(id, blob, None).await?;
-            Ok(Download::Full { image: img, body })
-        }
-        RangeRequest::Partial { start, end } => {
-            let body = store.open(id, blob, Some((start, end))).await?;
-            Ok(Download::Partial {
-                image: img,
-                body,
-                start,
-                end,
-            })
-        }
-        RangeRequest::Unsatisfiable => Err(DomainError::RangeNotSatisfiable { size }.into()),
+    let (id, store) = (file.image.id, &access.region.store);
+    match parse_range(range, file.size) {
+        RangeRequest::Full => Ok(Download::Full {
+            body: store.open(id, file.blob, None).await?,
+        }),
+        RangeRequest::Partial { start, end } => Ok(Download::Partial {
+            body: store.open(id, file.blob, Some((start, end))).await?,
+            start,
+            end,
+        }),
+        RangeRequest::Unsatisfiable => Err(DomainError::RangeNotSatisfiable { size: file.size }.into()),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Importer {
 }
 
 /// The metrics label of URL imports, the only kind of job so far.
-const KIND: &str = "url";
+pub(crate) const KIND: &str = "url";
 
 pub fn fetch_policy(cfg: &ImportsConfig) -> anyhow::Result<FetchPolicy> {
     let rules = |list: &[String], what: &str| {
