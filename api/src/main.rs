@@ -80,24 +80,32 @@ fn load(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    init_logging(log_format(&cli));
-    match run(cli).await {
+    let command = Cli::parse().command.unwrap_or(Command::Serve {
+        common: Common::default(),
+        listen: None,
+        check_config: false,
+    });
+    // `serve` loads its configuration once, before logging starts, so `[log] format` applies from
+    // the first line; a configuration that does not load is reported by `run`.
+    let serve_cfg = match &command {
+        Command::Serve {
+            common,
+            listen,
+            check_config: false,
+        } => Some(load(common, *listen)),
+        _ => None,
+    };
+    let format = match &serve_cfg {
+        Some(Ok(cfg)) => cfg.log.format,
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
+    match run(command, serve_cfg).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// The `[log] format` of the configuration `serve` will load; a configuration that does not load
-/// is reported by `run`, after logging starts in the default format.
-fn log_format(cli: &Cli) -> LogFormat {
-    match &cli.command {
-        None => load(&Common::default(), None).map(|c| c.log.format).unwrap_or_default(),
-        Some(Command::Serve { common, listen, .. }) => load(common, *listen).map(|c| c.log.format).unwrap_or_default(),
-        Some(_) => LogFormat::Text,
     }
 }
 
@@ -119,12 +127,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve {
-        common: Common::default(),
-        listen: None,
-        check_config: false,
-    }) {
+/// Runs one command; `serve_cfg` is the configuration `main` already loaded for `serve`.
+async fn run(command: Command, serve_cfg: Option<anyhow::Result<Config>>) -> anyhow::Result<()> {
+    match command {
         Command::Serve {
             common,
             listen,
@@ -135,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { common, listen, .. } => {
-            let cfg = load(&common, listen)?;
+            let cfg = serve_cfg.unwrap_or_else(|| load(&common, listen))?;
             let app = Application::build(cfg).await?;
             // Scripts and tests read this line to learn the bound port.
             println!("strata listening on http://{}", app.addr());
