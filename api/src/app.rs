@@ -37,6 +37,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        // Process-wide; a second application in the same process (tests) keeps the first one.
+        actix_http::h1::set_error_body_hook(crate::error::dispatcher_error);
         let db = db::connect(&cfg.database_url(), cfg.database.max_connections).await?;
         db::migrate(&db).await?;
         let regions = build_regions(&cfg)?;

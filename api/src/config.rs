@@ -120,10 +120,10 @@ pub struct LimitsConfig {
     /// renewal: what a crashed process's uploads hold at most. Renewed while streaming.
     pub upload_lease_secs: u64,
     /// Largest request header section (request line plus every `name: value` line), in bytes;
-    /// more is `431 headers-too-large`. actix-web itself cuts off at 128 KiB (empty 431).
+    /// more is `431 headers-too-large`. actix-web itself cuts off at 128 KiB (the same 431).
     pub max_header_bytes: usize,
     /// Most header fields in one request; more is `431 headers-too-large`. actix-web itself
-    /// cuts off at 96 (empty 431).
+    /// cuts off at 96 (the same 431).
     pub max_header_fields: usize,
 }
 

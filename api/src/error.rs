@@ -138,3 +138,36 @@ impl ResponseError for ApiError {
 pub fn bad_request(field: &str, err: impl std::fmt::Display) -> actix_web::Error {
     ApiError::Domain(DomainError::invalid(field, err.to_string())).into()
 }
+
+/// Bodies for the two responses the HTTP/1 dispatcher sends before any middleware runs: `431`
+/// for a request head over actix-http's hard limits (96 header fields, 128 KiB; our own,
+/// lower limits are enforced by `middleware::header_limits` with the same code) and `400` for a
+/// request it cannot parse. Registered with the patched actix-http (vendor/README.md) so these
+/// carry the same JSON error document, and a request id that is also logged, like every 4xx.
+pub fn dispatcher_error(status: StatusCode) -> Option<(Vec<(header::HeaderName, HeaderValue)>, bytes::Bytes)> {
+    let err = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => DomainError::HeadersTooLarge {
+            detail: "the request head is over the server's hard limit (96 header fields or 128 KiB)".into(),
+        },
+        StatusCode::BAD_REQUEST => DomainError::invalid("request", "the request is not valid HTTP/1.1"),
+        _ => return None,
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(
+        request_id,
+        status = status.as_u16(),
+        error = err.code(),
+        "refused by the HTTP parser"
+    );
+    let body = serde_json::to_vec(&ErrorBody {
+        error: err.code().to_owned(),
+        message: err.to_string(),
+        request_id: request_id.clone(),
+    })
+    .ok()?;
+    let mut headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.push((header::HeaderName::from_static(crate::middleware::REQUEST_ID_HEADER), v));
+    }
+    Some((headers, bytes::Bytes::from(body)))
+}

@@ -358,7 +358,7 @@ impl Metrics {
             let _ = writeln!(w, "strata_import_jobs{{kind=\"{kind}\",state=\"{state}\"}} {n}");
         }
         if let Some(p) = &db.pool {
-            let pool: [(&str, &str, u64); 3] = [
+            let pool: [(&str, &str, u64); 4] = [
                 (
                     "strata_db_pool_connections_in_use",
                     "Database connections checked out.",
@@ -370,6 +370,11 @@ impl Metrics {
                     p.idle,
                 ),
                 ("strata_db_pool_connections_max", "The pool's size limit.", p.max),
+                (
+                    "strata_db_pool_waiting",
+                    "Tasks waiting for a database connection right now.",
+                    p.waiting,
+                ),
             ];
             for (name, help, v) in pool {
                 header(w, name, "gauge", help);
@@ -410,36 +415,9 @@ fn method_label(m: &Method) -> &'static str {
 /// Database gauges read at scrape time.
 #[derive(Default)]
 pub struct DbGauges {
-    pub pool: Option<PoolGauges>,
+    pub pool: Option<crate::db::PoolState>,
     /// (kind, state, count)
     pub jobs: Vec<(&'static str, &'static str, u64)>,
-}
-
-pub struct PoolGauges {
-    pub in_use: u64,
-    pub idle: u64,
-    pub max: u64,
-}
-
-fn pool_gauges(db: &sea_orm::DatabaseConnection) -> Option<PoolGauges> {
-    use sea_orm::DatabaseBackend;
-    let (size, idle, max) = match db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            let p = db.get_postgres_connection_pool();
-            (p.size(), p.num_idle(), p.options().get_max_connections())
-        }
-        DatabaseBackend::Sqlite => {
-            let p = db.get_sqlite_connection_pool();
-            (p.size(), p.num_idle(), p.options().get_max_connections())
-        }
-        _ => return None,
-    };
-    let in_use = u64::from(size).saturating_sub(idle as u64);
-    Some(PoolGauges {
-        in_use,
-        idle: idle as u64,
-        max: u64::from(max),
-    })
 }
 
 async fn db_gauges(st: &AppState) -> DbGauges {
@@ -454,7 +432,7 @@ async fn db_gauges(st: &AppState) -> DbGauges {
         }
     };
     DbGauges {
-        pool: pool_gauges(&st.db),
+        pool: st.db.pool_state(),
         jobs,
     }
 }

@@ -59,7 +59,8 @@ pub async fn request_id(
 
 /// Refuses a request whose header section is over `[limits] max_header_bytes` or
 /// `max_header_fields` with `431` and the JSON error body. Below actix-web's own hard limits
-/// (128 KiB, 96 fields), where it answers an empty 431 before any middleware runs.
+/// (128 KiB, 96 fields), where its parser answers before any middleware runs (with the same
+/// JSON body, through the hook in `error::dispatcher_error`).
 pub async fn header_limits(
     req: ServiceRequest,
     next: Next<impl MessageBody>,

@@ -85,7 +85,7 @@ pub struct NotFound(ErrorBody);
 pub struct Internal(ErrorBody);
 
 /// `headers-too-large`: the request's headers are over `[limits] max_header_bytes` or
-/// `max_header_fields`. (Past the HTTP server's own hard limits the 431 may have no body.)
+/// `max_header_fields`. Past the HTTP server's own hard limits (96 fields, 128 KiB) it answers the same 431.
 #[derive(ToResponse)]
 #[allow(dead_code)]
 pub struct HeadersTooLarge(ErrorBody);

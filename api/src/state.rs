@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use crate::db::Db;
 use strata_domain::access::RegionPolicy;
 use strata_domain::ids::{OrganizationId, RegionId};
 use strata_providers::{BlobStore, S3Settings};
@@ -18,7 +18,7 @@ pub struct Region {
 }
 
 pub struct AppState {
-    pub db: DatabaseConnection,
+    pub db: Db,
     pub regions: BTreeMap<RegionId, Arc<Region>>,
     pub verifier: Verifier,
     pub limits: LimitsConfig,

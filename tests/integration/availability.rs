@@ -437,3 +437,62 @@ both!(
         assert_eq!(state_of(&app, &t, id).await, "ready");
     }
 );
+
+// The HTTP/1 parser's own refusals (past actix-http's hard limits, or not HTTP at all) carry the
+// same JSON error document as every other 4xx (vendor/README.md), not an empty body.
+both!(parser_refusals_carry_the_json_error, |app: TestApp| async move {
+    fn json_body(response: &str) -> serde_json::Value {
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+        assert!(
+            head.to_ascii_lowercase().contains("content-type: application/json"),
+            "no JSON content type: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("x-request-id: "),
+            "no request id: {head}"
+        );
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON error ({e}): {response:?}"))
+    }
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "120 header fields (actix-http stops at 96)",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..120).map(|i| format!("x-f{i}: v\r\n")).collect::<String>()
+            ),
+            431,
+            "headers-too-large",
+        ),
+        (
+            "a 200 KiB header (actix-http stops at 128 KiB)",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(200 * 1024)
+            ),
+            431,
+            "headers-too-large",
+        ),
+        (
+            "not HTTP",
+            "GET /healthz HTTP/1.1\r\nHost x\0\r\n\r\n".to_owned(),
+            400,
+            "invalid-input",
+        ),
+    ];
+    for (what, head, status, code) in cases {
+        let addr = app.direct.trim_start_matches("http://").to_owned();
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        // the server may answer and close before it has read everything: ignore write errors
+        let _ = s.write_all(head.as_bytes()).await;
+        let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert_eq!(status_of(&got), status, "{what}: {got:?}");
+        assert!(closed.is_some(), "{what}: the connection stayed open");
+        let err = json_body(&got);
+        assert_eq!(err["error"], code, "{what}: {err}");
+        assert!(!err["message"].as_str().unwrap_or_default().is_empty(), "{what}: {err}");
+        assert!(
+            !err["requestId"].as_str().unwrap_or_default().is_empty(),
+            "{what}: {err}"
+        );
+    }
+});

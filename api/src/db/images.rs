@@ -1,11 +1,11 @@
 //! The image repository.
 
+use crate::db::Db;
 use std::collections::BTreeMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
@@ -148,7 +148,7 @@ async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> ApiResu
 }
 
 /// Inserts a new image. The unique indexes decide name conflicts, across replicas.
-pub async fn insert(db: &DatabaseConnection, img: &Image, limits: Option<Limits>) -> ApiResult<()> {
+pub async fn insert(db: &Db, img: &Image, limits: Option<Limits>) -> ApiResult<()> {
     let txn = db.begin().await?;
     reserve_in(&txn, img, false, limits).await?;
     insert_in(&txn, img).await?;
@@ -185,7 +185,7 @@ pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> ApiResult<()> 
     Ok(())
 }
 
-pub async fn find(db: &DatabaseConnection, region: &RegionId, id: ImageId) -> ApiResult<Option<Image>> {
+pub async fn find(db: &Db, region: &RegionId, id: ImageId) -> ApiResult<Option<Image>> {
     let row = images::Entity::find_by_id(id.to_string())
         .filter(images::Column::RegionId.eq(region.as_str()))
         .one(db)
@@ -198,7 +198,7 @@ pub async fn find(db: &DatabaseConnection, region: &RegionId, id: ImageId) -> Ap
 
 /// Writes the user-editable fields of `img` if the row is still at `expected_revision`.
 /// Returns false when someone else changed it first.
-pub async fn update_metadata(db: &DatabaseConnection, img: &Image, expected_revision: i64) -> ApiResult<bool> {
+pub async fn update_metadata(db: &Db, img: &Image, expected_revision: i64) -> ApiResult<bool> {
     let txn = db.begin().await?;
     let res = images::Entity::update_many()
         .col_expr(images::Column::Name, Expr::value(img.name.to_string()))
@@ -234,7 +234,7 @@ pub async fn update_metadata(db: &DatabaseConnection, img: &Image, expected_revi
 /// `pending` -> `ready` with the stored blob. Only one uploader can win: the update is
 /// conditional on the state, so a concurrent upload of the same image finds it already ready.
 pub async fn mark_ready(
-    db: &DatabaseConnection,
+    db: &Db,
     img: &Image,
     blob: BlobId,
     size: u64,
@@ -324,7 +324,7 @@ pub enum DeleteOutcome {
 /// `DELETE` statement (a `protected = false` condition and a `RESTRICT` foreign key from
 /// consumers), so a concurrent `PATCH protected` or consumer registration cannot slip between a
 /// check and the delete, on any number of replicas.
-pub async fn delete(db: &DatabaseConnection, img: &Image) -> ApiResult<DeleteOutcome> {
+pub async fn delete(db: &Db, img: &Image) -> ApiResult<DeleteOutcome> {
     let id = img.id.to_string();
     let txn = db.begin().await?;
     // Conditional on the state we saw: what the image gives back to the quota depends on it.
@@ -379,7 +379,7 @@ async fn consumer_names<C: ConnectionTrait>(c: &C, image_id: &str) -> Result<Vec
 
 /// Images of one organization (and, with `include_global`, the global ones) in a region, by name.
 pub async fn list_for_org(
-    db: &DatabaseConnection,
+    db: &Db,
     region: &RegionId,
     org: &OrganizationId,
     include_global: bool,
@@ -399,7 +399,7 @@ pub async fn list_for_org(
 }
 
 /// One page of the v2 query, plus whether more follow.
-pub async fn query(db: &DatabaseConnection, region: &RegionId, q: &ImageQuery) -> ApiResult<(Vec<Image>, bool)> {
+pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> ApiResult<(Vec<Image>, bool)> {
     use images::Column as C;
     let mut sel = images::Entity::find().filter(C::RegionId.eq(region.as_str()));
     sel = match (&q.organizations, q.include_global) {

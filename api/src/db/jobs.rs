@@ -1,11 +1,9 @@
 //! Import jobs. Every transition is a conditional update on `lease_owner`, so a process that lost
 //! its lease (it stalled, or the image was deleted) cannot overwrite the work of the one that has it.
 
+use crate::db::Db;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use strata_domain::ids::{BlobId, ImageId, RegionId};
 use strata_domain::image::{Image, ImageState};
 
@@ -53,7 +51,7 @@ pub struct NewJob<'a> {
 }
 
 /// Creates the image and its job in one transaction; the job starts leased by its creator.
-pub async fn create_with_job(db: &DatabaseConnection, img: &Image, job: NewJob<'_>) -> ApiResult<Job> {
+pub async fn create_with_job(db: &Db, img: &Image, job: NewJob<'_>) -> ApiResult<Job> {
     let txn = db.begin().await?;
     super::images::reserve_in(&txn, img, true, job.limits).await?;
     super::images::insert_in(&txn, img).await?;
@@ -90,7 +88,7 @@ pub async fn create_with_job(db: &DatabaseConnection, img: &Image, job: NewJob<'
 
 /// Claims up to `limit` jobs whose lease has expired (their process died, stalled, or handed them
 /// back). Each claim is a conditional update, so two processes never get the same job.
-pub async fn claim_expired(db: &DatabaseConnection, owner: &str, lease_until: i64, limit: u64) -> ApiResult<Vec<Job>> {
+pub async fn claim_expired(db: &Db, owner: &str, lease_until: i64, limit: u64) -> ApiResult<Vec<Job>> {
     let at = micros(now());
     let candidates = import_jobs::Entity::find()
         .filter(import_jobs::Column::LeaseExpiresAt.lt(at))
@@ -130,7 +128,7 @@ fn owned(image: ImageId, owner: &str) -> sea_orm::Condition {
 }
 
 /// Records the blob the current attempt writes. False: the lease is gone.
-pub async fn set_blob(db: &DatabaseConnection, image: ImageId, owner: &str, blob: BlobId) -> ApiResult<bool> {
+pub async fn set_blob(db: &Db, image: ImageId, owner: &str, blob: BlobId) -> ApiResult<bool> {
     let res = import_jobs::Entity::update_many()
         .col_expr(import_jobs::Column::BlobId, Expr::value(blob.to_string()))
         .filter(owned(image, owner))
@@ -142,7 +140,7 @@ pub async fn set_blob(db: &DatabaseConnection, image: ImageId, owner: &str, blob
 /// Extends the lease and publishes progress. False: the lease is gone (taken over, or the image
 /// was deleted and the job with it), and the caller must stop.
 pub async fn heartbeat(
-    db: &DatabaseConnection,
+    db: &Db,
     image: ImageId,
     owner: &str,
     lease_until: i64,
@@ -170,7 +168,7 @@ pub async fn heartbeat(
 /// Gives the job back: it becomes claimable at `retry_at`. `refund` undoes the attempt count
 /// (a graceful shutdown is not a failed attempt).
 pub async fn release(
-    db: &DatabaseConnection,
+    db: &Db,
     image: ImageId,
     owner: &str,
     error: Option<&str>,
@@ -198,7 +196,7 @@ pub async fn release(
 /// Success: the job goes, the image becomes `ready`, atomically. False: the lease or the image
 /// is gone, and the caller must remove the blob it wrote.
 pub async fn finish_ready(
-    db: &DatabaseConnection,
+    db: &Db,
     image: ImageId,
     owner: &str,
     blob: BlobId,
@@ -227,7 +225,7 @@ struct Ended {
 
 /// Inside `txn`: removes the job if this process still holds its lease and gives back its
 /// concurrent-import slot. `None`: the lease (or the image, and the job with it) is gone.
-async fn end_job(txn: &sea_orm::DatabaseTransaction, image: ImageId, owner: &str) -> ApiResult<Option<Ended>> {
+async fn end_job(txn: &crate::db::Txn, image: ImageId, owner: &str) -> ApiResult<Option<Ended>> {
     let res = import_jobs::Entity::delete_many()
         .filter(owned(image, owner))
         .exec(txn)
@@ -244,7 +242,7 @@ async fn end_job(txn: &sea_orm::DatabaseTransaction, image: ImageId, owner: &str
 }
 
 /// Final failure: the job goes, the image becomes `failed` with a reason a person can act on.
-pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str, reason: &str) -> ApiResult<bool> {
+pub async fn finish_failed(db: &Db, image: ImageId, owner: &str, reason: &str) -> ApiResult<bool> {
     let txn = db.begin().await?;
     if end_job(&txn, image, owner).await?.is_none() {
         return Ok(false);
@@ -263,7 +261,7 @@ pub async fn finish_failed(db: &DatabaseConnection, image: ImageId, owner: &str,
 
 /// Unfinished jobs across all processes: (leased by a live process, waiting to be claimed).
 /// A lease that expired counts as waiting: any process may claim it.
-pub async fn count_by_state(db: &DatabaseConnection) -> ApiResult<(u64, u64)> {
+pub async fn count_by_state(db: &Db) -> ApiResult<(u64, u64)> {
     use sea_orm::PaginatorTrait;
     let at = micros(now());
     let leased = import_jobs::Entity::find()

@@ -2,10 +2,11 @@
 //! organization, decided by the database so the limits hold across replicas. A lease lapses
 //! unless its holder renews it, so a crashed process holds nothing for long.
 
+use crate::db::Db;
 use std::time::Duration;
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use strata_domain::DomainError;
 use strata_domain::ids::ImageId;
 
@@ -18,7 +19,7 @@ const RETRY_AFTER_SECS: u64 = 5;
 
 /// A held upload lease. Renewed in the background while it lives; released when dropped.
 pub struct UploadLease {
-    db: DatabaseConnection,
+    db: Db,
     image: String,
     holder: String,
     renewer: tokio::task::JoinHandle<()>,
@@ -31,13 +32,7 @@ fn expiry(lease: Duration) -> i64 {
 
 /// Takes the upload lease of `image` for `org`: `upload-in-progress` if another live upload holds
 /// it, `too-many-uploads` if the organization already has `limit` uploads in flight.
-pub async fn acquire(
-    db: &DatabaseConnection,
-    image: ImageId,
-    org: &str,
-    limit: u64,
-    lease: Duration,
-) -> ApiResult<UploadLease> {
+pub async fn acquire(db: &Db, image: ImageId, org: &str, limit: u64, lease: Duration) -> ApiResult<UploadLease> {
     let image = image.to_string();
     let holder = uuid::Uuid::new_v4().to_string();
     // Leases whose holders stopped renewing them are gone.
@@ -86,7 +81,7 @@ pub async fn acquire(
     Ok(taken)
 }
 
-async fn renew(db: DatabaseConnection, image: String, holder: String, lease: Duration) {
+async fn renew(db: Db, image: String, holder: String, lease: Duration) {
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
@@ -114,7 +109,7 @@ impl UploadLease {
 }
 
 /// Removes every lapsed lease (the sweeper's job; `acquire` also removes the ones in its way).
-pub async fn remove_lapsed(db: &DatabaseConnection) -> ApiResult<u64> {
+pub async fn remove_lapsed(db: &Db) -> ApiResult<u64> {
     let res = upload_leases::Entity::delete_many()
         .filter(upload_leases::Column::ExpiresAt.lt(micros(now())))
         .exec(db)
@@ -122,7 +117,7 @@ pub async fn remove_lapsed(db: &DatabaseConnection) -> ApiResult<u64> {
     Ok(res.rows_affected)
 }
 
-async fn delete(db: &DatabaseConnection, image: &str, holder: &str) -> ApiResult<()> {
+async fn delete(db: &Db, image: &str, holder: &str) -> ApiResult<()> {
     upload_leases::Entity::delete_many()
         .filter(upload_leases::Column::ImageId.eq(image))
         .filter(upload_leases::Column::Holder.eq(holder))

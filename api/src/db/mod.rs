@@ -4,20 +4,23 @@
 
 pub mod consumers;
 pub mod entities;
+mod handle;
 pub mod images;
 pub mod jobs;
 pub mod leases;
 pub mod uploads;
 pub mod usage;
 
+pub use handle::{Db, PoolState, Txn};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{ConnectOptions, Database, DbErr, SqlErr};
 use secrecy::{ExposeSecret, SecretString};
 use strata_migrations::MigratorTrait;
 
-pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow::Result<Db> {
     let raw = url.expose_secret();
     let is_sqlite = raw.starts_with("sqlite:");
     // SQLite creates the file but not its directory.
@@ -29,10 +32,12 @@ pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow
     if let Some(dir) = sqlite_dir {
         std::fs::create_dir_all(dir)?;
     }
+    let size = max_connections.unwrap_or(if is_sqlite { 4 } else { 16 }).max(1);
+    let acquire_timeout = Duration::from_secs(30);
     let mut opts = ConnectOptions::new(raw.to_owned());
-    opts.max_connections(max_connections.unwrap_or(if is_sqlite { 4 } else { 16 }))
+    opts.max_connections(size)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(acquire_timeout)
         .sqlx_logging(false)
         // Per connection, not once: WAL lets readers run beside the writer, busy_timeout makes
         // writers queue instead of failing, foreign keys enforce RESTRICT/CASCADE.
@@ -46,7 +51,7 @@ pub async fn connect(url: &SecretString, max_connections: Option<u32>) -> anyhow
     let db = Database::connect(opts)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the {backend} database: {}", redact_db_error(&e)))?;
-    Ok(db)
+    Ok(Db::new(db, size, acquire_timeout))
 }
 
 fn redact_db_error(e: &DbErr) -> String {
@@ -62,17 +67,17 @@ fn redact_db_error(e: &DbErr) -> String {
 /// Applies pending migrations. On PostgreSQL, replicas starting together take turns: the
 /// migrations run in one transaction (PostgreSQL DDL is transactional) holding an advisory lock,
 /// so the second replica waits and then finds nothing left to do.
-pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+pub async fn migrate(db: &Db) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, DbBackend};
     if db.get_database_backend() == DbBackend::Postgres {
         let txn = db.begin().await?;
         // an arbitrary key, the same in every Strata process
         txn.execute_unprepared("SELECT pg_advisory_xact_lock(5326957321001)")
             .await?;
-        strata_migrations::Migrator::up(&txn, None).await?;
+        strata_migrations::Migrator::up(txn.raw(), None).await?;
         txn.commit().await?;
     } else {
-        strata_migrations::Migrator::up(db, None).await?;
+        strata_migrations::Migrator::up(db.raw(), None).await?;
     }
     Ok(())
 }

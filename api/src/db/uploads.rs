@@ -2,7 +2,8 @@
 //! goes into an upload and removed when it ends, so a row older than any live upload can be is
 //! one a dead process left: takeovers and the sweeper abort exactly those.
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use crate::db::Db;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use strata_domain::ids::{BlobId, ImageId, RegionId};
 use strata_providers::{BlobStore, StorageError, UploadLedger};
 
@@ -27,7 +28,7 @@ fn open(m: multipart_uploads::Model) -> Option<Open> {
 }
 
 /// The database as an [`UploadLedger`] for one region.
-pub struct DbLedger<'a>(pub &'a DatabaseConnection, pub &'a RegionId);
+pub struct DbLedger<'a>(pub &'a Db, pub &'a RegionId);
 
 #[async_trait::async_trait]
 impl UploadLedger for DbLedger<'_> {
@@ -53,7 +54,7 @@ impl UploadLedger for DbLedger<'_> {
     }
 }
 
-async fn forget(db: &DatabaseConnection, upload_id: &str) -> ApiResult<()> {
+async fn forget(db: &Db, upload_id: &str) -> ApiResult<()> {
     multipart_uploads::Entity::delete_many()
         .filter(multipart_uploads::Column::UploadId.eq(upload_id))
         .exec(db)
@@ -62,7 +63,7 @@ async fn forget(db: &DatabaseConnection, upload_id: &str) -> ApiResult<()> {
 }
 
 /// Uploads started before `before_micros`.
-pub async fn older_than(db: &DatabaseConnection, before_micros: i64) -> ApiResult<Vec<Open>> {
+pub async fn older_than(db: &Db, before_micros: i64) -> ApiResult<Vec<Open>> {
     let rows = multipart_uploads::Entity::find()
         .filter(multipart_uploads::Column::StartedAt.lt(before_micros))
         .all(db)
@@ -71,7 +72,7 @@ pub async fn older_than(db: &DatabaseConnection, before_micros: i64) -> ApiResul
 }
 
 /// Aborts every recorded upload of one blob (what a dead attempt left) and forgets them.
-pub async fn abort_for_blob(db: &DatabaseConnection, store: &BlobStore, image: ImageId, blob: BlobId) -> ApiResult<()> {
+pub async fn abort_for_blob(db: &Db, store: &BlobStore, image: ImageId, blob: BlobId) -> ApiResult<()> {
     let rows = multipart_uploads::Entity::find()
         .filter(multipart_uploads::Column::ImageId.eq(image.to_string()))
         .filter(multipart_uploads::Column::BlobId.eq(blob.to_string()))
@@ -83,7 +84,7 @@ pub async fn abort_for_blob(db: &DatabaseConnection, store: &BlobStore, image: I
     Ok(())
 }
 
-pub async fn abort(db: &DatabaseConnection, store: &BlobStore, u: &Open) -> ApiResult<()> {
+pub async fn abort(db: &Db, store: &BlobStore, u: &Open) -> ApiResult<()> {
     store.abort_upload(u.image, u.blob, &u.upload_id).await?;
     forget(db, &u.upload_id).await
 }

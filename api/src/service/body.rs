@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use sea_orm::DatabaseConnection;
 use strata_domain::DomainError;
 use tokio::time::Instant;
 
@@ -46,7 +46,7 @@ impl Pace {
 
 /// The bytes quota of one organization in one region, watched while an upload streams.
 pub struct QuotaWatch {
-    pub db: DatabaseConnection,
+    pub db: Db,
     pub org: String,
     pub region: String,
     pub limit: u64,

@@ -26,7 +26,7 @@ use crate::metrics::{ImportEvent, Metrics};
 use crate::state::Region;
 
 pub struct Importer {
-    db: sea_orm::DatabaseConnection,
+    db: crate::db::Db,
     regions: std::collections::BTreeMap<strata_domain::ids::RegionId, Arc<Region>>,
     fetcher: Fetcher,
     cfg: ImportsConfig,
@@ -105,7 +105,7 @@ enum Outcome {
 
 impl Importer {
     pub fn new(
-        db: sea_orm::DatabaseConnection,
+        db: crate::db::Db,
         regions: std::collections::BTreeMap<strata_domain::ids::RegionId, Arc<Region>>,
         cfg: ImportsConfig,
         quotas: QuotaConfig,

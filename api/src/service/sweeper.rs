@@ -3,11 +3,12 @@
 //! referenced again: deleting it is safe on any replica, at any time, concurrently. A grace
 //! period covers the moment between an upload completing and its row being updated.
 
+use crate::db::Db;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use strata_domain::ids::RegionId;
 use tokio::sync::watch;
 
@@ -18,7 +19,7 @@ use crate::metrics::{Metrics, SweepRemoval};
 use crate::state::Region;
 
 pub struct Sweeper {
-    db: DatabaseConnection,
+    db: Db,
     regions: BTreeMap<RegionId, Arc<Region>>,
     cfg: SweeperConfig,
     metrics: Arc<Metrics>,
@@ -33,12 +34,7 @@ pub struct SweepReport {
 }
 
 impl Sweeper {
-    pub fn new(
-        db: DatabaseConnection,
-        regions: BTreeMap<RegionId, Arc<Region>>,
-        cfg: SweeperConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(db: Db, regions: BTreeMap<RegionId, Arc<Region>>, cfg: SweeperConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             db,
             regions,
