@@ -552,6 +552,9 @@ async fn crash_during_import_postgres() {
 fn one_worker(cfg: &mut strata_api::Config) {
     import_cfg(cfg);
     cfg.imports.workers = 1;
+    // The stalled import must keep its worker for the whole test, however slow the machine:
+    // with the suite's 2 s idle timeout a loaded machine let it fail first and free the worker.
+    cfg.imports.idle_timeout_secs = 60;
 }
 
 // With every worker busy, a new import waits (handed back, not run twice) and starts as soon as

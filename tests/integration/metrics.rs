@@ -149,6 +149,10 @@ both!(metrics_count_requests_by_route_template, |app: TestApp| async move {
         max.unwrap_or(if app.cfg.database.url.is_none() { 4.0 } else { 16.0 })
     );
     assert!(after["strata_db_pool_connections_in_use"] <= pool_max);
+    assert_eq!(
+        after["strata_db_pool_waiting"], 0.0,
+        "nobody waits for a connection when idle"
+    );
     assert!(
         after.contains_key("strata_sweeper_removed_total{kind=\"object\"}"),
         "{text}"

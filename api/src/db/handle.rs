@@ -191,3 +191,60 @@ impl ConnectionTrait for Txn {
         self.inner.support_returning()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite(size: u32, timeout: Duration) -> Db {
+        let mut opts = sea_orm::ConnectOptions::new("sqlite::memory:");
+        opts.max_connections(size).min_connections(1).sqlx_logging(false);
+        let conn = sea_orm::Database::connect(opts).await.expect("in-memory SQLite");
+        Db::new(conn, size, timeout)
+    }
+
+    async fn wait_for(db: &Db, waiting: u64) {
+        for _ in 0..200 {
+            if db.pool_state().map(|p| p.waiting) == Some(waiting) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("waiting never became {waiting}");
+    }
+
+    #[tokio::test]
+    async fn waiters_are_counted_while_every_connection_is_held() {
+        let db = sqlite(1, Duration::from_secs(10)).await;
+        assert_eq!(db.pool_state().map(|p| p.waiting), Some(0));
+        let txn = db.begin().await.expect("begin");
+        let (a, b) = (db.clone(), db.clone());
+        let q1 = tokio::spawn(async move { a.execute_unprepared("SELECT 1").await.map(|_| ()) });
+        let q2 = tokio::spawn(async move { b.execute_unprepared("SELECT 2").await.map(|_| ()) });
+        wait_for(&db, 2).await;
+        txn.commit().await.expect("commit");
+        q1.await.expect("join").expect("first waiter runs");
+        q2.await.expect("join").expect("second waiter runs");
+        assert_eq!(db.pool_state().map(|p| p.waiting), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_is_uncounted_and_a_long_one_times_out() {
+        let db = sqlite(1, Duration::from_millis(200)).await;
+        let txn = db.begin().await.expect("begin");
+        let a = db.clone();
+        let gave_up = tokio::spawn(async move { a.execute_unprepared("SELECT 1").await.map(|_| ()) });
+        wait_for(&db, 1).await;
+        gave_up.abort();
+        wait_for(&db, 0).await;
+        let err = db.execute_unprepared("SELECT 1").await.expect_err("times out");
+        assert!(
+            matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            "{err:?}"
+        );
+        drop(txn);
+        db.execute_unprepared("SELECT 1")
+            .await
+            .expect("the permit came back with the rolled-back transaction");
+    }
+}
