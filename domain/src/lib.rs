@@ -10,6 +10,7 @@ pub mod name;
 pub mod netpolicy;
 pub mod query;
 pub mod range;
+pub mod reference;
 pub mod tags;
 
 pub use error::{DomainError, DomainResult, ResourceKind};
