@@ -2,6 +2,7 @@
 //! Later: the hardened HTTP fetcher, OCI pulls, archive readers.
 
 pub mod blob;
+pub mod ext4;
 pub mod fetch;
 pub mod ingest;
 
