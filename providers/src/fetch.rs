@@ -156,6 +156,21 @@ impl Source {
         Ok(Self { url, credentials })
     }
 
+    /// The same URL with credentials given apart from it (a registry login): used and
+    /// redacted exactly like credentials in the URL.
+    pub fn with_credentials(mut self, user: &str, password: &str) -> Self {
+        self.credentials = Some(Credentials {
+            user: user.to_owned(),
+            password: Some(password.to_owned()),
+        });
+        self
+    }
+
+    /// The URL without credentials, for building further URLs on the same origin.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
     pub fn has_credentials(&self) -> bool {
         self.credentials.is_some()
     }
@@ -260,8 +275,25 @@ impl Fetcher {
 
     /// Sends a GET, following redirects hop by hop under the same policy.
     async fn get(&self, src: &Source, range: Option<&str>) -> Result<reqwest::Response, FetchError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(r) = range.and_then(|r| reqwest::header::HeaderValue::from_str(r).ok()) {
+            headers.insert(reqwest::header::RANGE, r);
+        }
+        self.get_with(src, &headers, None).await
+    }
+
+    /// A GET with extra headers and an optional bearer token (registry clients), under the same
+    /// policy as every fetch: the token, like credentials, goes to the original origin only, and
+    /// the response is returned whatever its status.
+    pub async fn get_with(
+        &self,
+        src: &Source,
+        headers: &reqwest::header::HeaderMap,
+        bearer: Option<&str>,
+    ) -> Result<reqwest::Response, FetchError> {
         let mut url = src.url.clone();
         let mut credentials = src.credentials.clone();
+        let mut bearer = bearer;
         for hop in 0..=self.policy.max_redirects {
             let addrs = self.vet(&url).await?;
             let mut builder = reqwest::Client::builder()
@@ -278,11 +310,10 @@ impl Fetcher {
                 kind: ConnectFailure::Connect,
                 detail: e.without_url().to_string(),
             })?;
-            let mut req = client.get(url.clone());
-            if let Some(r) = range {
-                req = req.header(reqwest::header::RANGE, r);
-            }
-            if let Some(c) = &credentials {
+            let mut req = client.get(url.clone()).headers(headers.clone());
+            if let Some(t) = bearer {
+                req = req.bearer_auth(t);
+            } else if let Some(c) = &credentials {
                 req = req.basic_auth(&c.user, c.password.as_deref());
             }
             let resp = req.send().await.map_err(classify)?;
@@ -306,6 +337,7 @@ impl Fetcher {
             let _ = next.set_password(None);
             if next.origin() != url.origin() {
                 credentials = None;
+                bearer = None;
             }
             url = next;
         }

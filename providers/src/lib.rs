@@ -2,9 +2,11 @@
 //! Later: the hardened HTTP fetcher, OCI pulls, archive readers.
 
 pub mod blob;
+pub mod blobcache;
 pub mod ext4;
 pub mod fetch;
 pub mod ingest;
+pub mod registry;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};
 pub use fetch::{ConnectFailure, Download, FetchError, FetchPolicy, Fetcher, Source};
