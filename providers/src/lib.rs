@@ -6,6 +6,7 @@ pub mod blob;
 pub mod blobcache;
 pub mod ext4;
 pub mod fetch;
+pub mod flatten;
 pub mod ingest;
 pub mod registry;
 
