@@ -8,6 +8,7 @@ pub mod ext4;
 pub mod fetch;
 pub mod flatten;
 pub mod ingest;
+pub mod oci;
 pub mod registry;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};

@@ -14,6 +14,7 @@ mod images;
 mod imports;
 mod metrics;
 mod oci_client;
+mod oci_pull;
 mod openapi_spec;
 mod query;
 mod quotas;
