@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod blob;
 pub mod blobcache;
+pub mod docker_archive;
 pub mod ext4;
 pub mod fetch;
 pub mod flatten;

@@ -8,6 +8,7 @@ mod auth;
 mod availability;
 mod cli;
 mod consumers;
+mod docker_archive;
 mod files;
 mod hostile;
 mod images;

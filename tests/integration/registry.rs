@@ -31,7 +31,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -169,7 +169,27 @@ pub fn push(
     login: Option<(&str, &str)>,
 ) -> Pushed {
     let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path();
+    let pushed = write_layout(dir.path(), tag, images);
+    let mut cmd = Command::new("skopeo");
+    cmd.args([
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+    ]);
+    if let Some((u, p)) = login {
+        cmd.arg(format!("--dest-creds={u}:{p}"));
+    }
+    cmd.arg(format!("oci:{}:{tag}", dir.path().display()))
+        .arg(format!("docker://{}/{repo}:{tag}", registry.addr));
+    run(&mut cmd);
+    pushed
+}
+
+/// Writes an OCI image layout at `layout` with one manifest per spec (an index when more than
+/// one), tagged `tag` in index.json.
+pub fn write_layout(layout: &Path, tag: &str, images: &[ImageSpec<'_>]) -> Pushed {
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     let put = |bytes: &[u8]| -> (String, u64) {
         let h = sha2_hex(bytes);
@@ -231,20 +251,6 @@ pub fn push(
         serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [top_ref]})).unwrap(),
     )
     .unwrap();
-    let mut cmd = Command::new("skopeo");
-    cmd.args([
-        "copy",
-        "--quiet",
-        "--all",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-    ]);
-    if let Some((u, p)) = login {
-        cmd.arg(format!("--dest-creds={u}:{p}"));
-    }
-    cmd.arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("docker://{}/{repo}:{tag}", registry.addr));
-    run(&mut cmd);
     Pushed {
         digest: top["digest"].as_str().unwrap().to_owned(),
         manifests,
