@@ -25,6 +25,7 @@ use crate::archive::{
     ArchiveError, ArchiveLimits, ArchivePolicy, Compression, Entry, EntryKind, SpecialFiles, SymlinkTargets,
     read_archive,
 };
+use crate::flatten::quoted;
 
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 const MAX_CONFIG_BYTES: u64 = 8 << 20;
@@ -68,14 +69,6 @@ pub struct LoadedImage {
 
 fn invalid(reason: impl Into<String>) -> ArchiveError {
     ArchiveError::invalid(reason)
-}
-
-fn quoted(p: &str) -> String {
-    let mut s: String = p.chars().take(80).collect();
-    if s.len() < p.len() {
-        s.push_str("...");
-    }
-    format!("{s:?}")
 }
 
 /// What the outer archive held, by archive path.

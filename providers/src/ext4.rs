@@ -346,11 +346,11 @@ fn with_extension(p: &Path, ext: &str) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn debugfs(img: &Path, req: &str) -> String {
+    pub(crate) fn debugfs(img: &Path, req: &str) -> String {
         let out = Command::new("debugfs")
             .arg("-R")
             .arg(req)

@@ -107,7 +107,8 @@ fn invalid(reason: impl Into<String>) -> ArchiveError {
     ArchiveError::invalid(reason)
 }
 
-fn quoted(p: &str) -> String {
+/// An entry name for a message: quoted, at most 80 characters of it.
+pub(crate) fn quoted(p: &str) -> String {
     let mut s: String = p.chars().take(80).collect();
     if s.len() < p.len() {
         s.push_str("...");

@@ -9,7 +9,7 @@ use serde_json::json;
 use strata_providers::archive::ArchiveLimits;
 use strata_providers::docker_archive::load;
 
-use crate::registry::{BuiltLayer, ImageSpec, layer_from_dir, run, write_layout};
+use crate::registry::{ImageSpec, run, small_layers, write_layout};
 
 fn limits() -> ArchiveLimits {
     ArchiveLimits {
@@ -17,15 +17,6 @@ fn limits() -> ArchiveLimits {
         max_entries: 10_000,
         max_path_len: 4096,
     }
-}
-
-fn layers() -> Vec<BuiltLayer> {
-    let a = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(a.path().join("etc")).unwrap();
-    std::fs::write(a.path().join("etc/os-release"), "ID=test\n").unwrap();
-    let b = tempfile::tempdir().unwrap();
-    std::fs::write(b.path().join("hello"), "hi\n").unwrap();
-    vec![layer_from_dir(a.path()), layer_from_dir(b.path())]
 }
 
 fn compress(file: &Path, tool: &str) -> std::path::PathBuf {
@@ -44,7 +35,7 @@ fn tar_dir(dir: &Path, out: &Path) {
 fn skopeo_docker_archives_load_plain_gzip_and_zstd() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let l = layers();
+    let l = small_layers();
     let spec = [ImageSpec {
         layers: &l,
         os: "linux",
@@ -85,7 +76,7 @@ fn skopeo_docker_archives_load_plain_gzip_and_zstd() {
 fn oci_layout_archives_with_several_images() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let l = layers();
+    let l = small_layers();
     let a = write_layout(
         &layout,
         "a",
@@ -127,18 +118,9 @@ fn oci_layout_archives_with_several_images() {
 #[test]
 fn hostile_archives_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let l = layers();
+    let l = small_layers();
     let layout = dir.path().join("layout");
-    let good = write_layout(
-        &layout,
-        "x",
-        &[ImageSpec {
-            layers: &l,
-            os: "linux",
-            architecture: "amd64",
-            config: json!({}),
-        }],
-    );
+    let good = write_layout(&layout, "x", &[ImageSpec::amd64(&l)]);
     let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
     let config = blob(&good.manifests[0].1);
     let layer_paths: Vec<String> = good.manifests[0].2.iter().map(|d| blob(d)).collect();

@@ -1,68 +1,25 @@
 //! The OCI registry client and layer cache against a real registry: tags, digests, indexes and
 //! platforms, basic auth, the address policy, and a blob the registry serves tampered.
 
-use std::time::Duration;
-
 use serde_json::json;
-use strata_domain::netpolicy::HostRule;
 use strata_domain::reference::{Platform, Reference};
 use strata_providers::blobcache::{BlobCache, CacheError};
 use strata_providers::registry::{Login, RegistryClient, RegistryError};
 use strata_providers::{FetchPolicy, Fetcher};
 
-use crate::registry::{ImageSpec, Registry, layer_from_dir, push};
-
-fn client(allow_loopback: bool, insecure: &str) -> RegistryClient {
-    let policy = FetchPolicy {
-        allow_hosts: if allow_loopback {
-            vec!["127.0.0.1".parse::<HostRule>().unwrap()]
-        } else {
-            Vec::new()
-        },
-        connect_timeout: Duration::from_secs(5),
-        peek_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(10),
-        ..FetchPolicy::default()
-    };
-    RegistryClient::new(Fetcher::new(policy), vec![insecure.to_owned()])
-}
-
-fn two_layers() -> Vec<crate::registry::BuiltLayer> {
-    let a = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(a.path().join("etc")).unwrap();
-    std::fs::write(a.path().join("etc/os-release"), "ID=test\n").unwrap();
-    let b = tempfile::tempdir().unwrap();
-    std::fs::write(b.path().join("hello"), "hi\n").unwrap();
-    vec![layer_from_dir(a.path()), layer_from_dir(b.path())]
-}
+use crate::registry::{ImageSpec, Registry, loopback_client, push, small_layers};
 
 #[tokio::test]
 async fn resolves_tags_digests_and_platforms_from_a_real_registry() {
     let reg = Registry::start(None).await;
-    let layers = two_layers();
-    let single = push(
-        &reg,
-        "team/app",
-        "v1",
-        &[ImageSpec {
-            layers: &layers,
-            os: "linux",
-            architecture: "amd64",
-            config: json!({}),
-        }],
-        None,
-    );
+    let layers = small_layers();
+    let single = push(&reg, "team/app", "v1", &[ImageSpec::amd64(&layers)], None);
     let multi = push(
         &reg,
         "team/multi",
         "v1",
         &[
-            ImageSpec {
-                layers: &layers[..1],
-                os: "linux",
-                architecture: "amd64",
-                config: json!({}),
-            },
+            ImageSpec::amd64(&layers[..1]),
             ImageSpec {
                 layers: &layers[1..],
                 os: "linux",
@@ -72,7 +29,7 @@ async fn resolves_tags_digests_and_platforms_from_a_real_registry() {
         ],
         None,
     );
-    let c = client(true, &reg.addr);
+    let c = loopback_client(&reg);
     let amd64 = Platform::parse("linux/amd64").unwrap();
     // by tag
     let r = Reference::parse(&format!("{}/team/app:v1", reg.addr)).unwrap();
@@ -116,7 +73,7 @@ async fn resolves_tags_digests_and_platforms_from_a_real_registry() {
     assert!(err.to_string().contains("no manifest nope"), "{err}");
     // loopback is refused unless allow-listed, before any request
     let r = Reference::parse(&format!("{}/team/app:v1", reg.addr)).unwrap();
-    let err = client(false, &reg.addr)
+    let err = RegistryClient::new(Fetcher::new(FetchPolicy::default()), vec![reg.addr.clone()])
         .session(&r, None)
         .resolve(&r, &amd64)
         .await
@@ -128,20 +85,9 @@ async fn resolves_tags_digests_and_platforms_from_a_real_registry() {
 async fn basic_auth_and_a_tampered_blob() {
     let login = ("ci", "s3cret+pass");
     let reg = Registry::start(Some(login)).await;
-    let layers = two_layers();
-    let pushed = push(
-        &reg,
-        "private/app",
-        "v1",
-        &[ImageSpec {
-            layers: &layers,
-            os: "linux",
-            architecture: "amd64",
-            config: json!({}),
-        }],
-        Some(login),
-    );
-    let c = client(true, &reg.addr);
+    let layers = small_layers();
+    let pushed = push(&reg, "private/app", "v1", &[ImageSpec::amd64(&layers)], Some(login));
+    let c = loopback_client(&reg);
     let amd64 = Platform::parse("linux/amd64").unwrap();
     let r = Reference::parse(&format!("{}/private/app:v1", reg.addr)).unwrap();
     let err = c.session(&r, None).resolve(&r, &amd64).await.unwrap_err();

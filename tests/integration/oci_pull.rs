@@ -9,16 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use strata_domain::netpolicy::HostRule;
 use strata_domain::reference::{Platform, Reference};
 use strata_providers::archive::ArchiveLimits;
 use strata_providers::blobcache::BlobCache;
 use strata_providers::flatten::FlattenLimits;
 use strata_providers::oci::{Phase, Progress, PullError, PullSpec, pull_rootfs};
-use strata_providers::registry::RegistryClient;
-use strata_providers::{FetchPolicy, Fetcher};
 
-use crate::registry::{ImageSpec, Registry, layer_from_dir, layer_from_tar, push};
+use crate::registry::{ImageSpec, Registry, layer_from_dir, layer_from_tar, loopback_client, push};
 
 #[derive(Default)]
 struct Seen {
@@ -35,16 +32,6 @@ impl Progress for Seen {
         self.done.store(done, Ordering::SeqCst);
         self.total.store(total, Ordering::SeqCst);
     }
-}
-
-fn client(reg: &Registry) -> RegistryClient {
-    let policy = FetchPolicy {
-        allow_hosts: vec!["127.0.0.1".parse::<HostRule>().unwrap()],
-        connect_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(10),
-        ..FetchPolicy::default()
-    };
-    RegistryClient::new(Fetcher::new(policy), vec![reg.addr.clone()])
 }
 
 fn spec<'a>(r: &'a Reference, p: &'a Platform, work: &'a std::path::Path) -> PullSpec<'a> {
@@ -125,7 +112,7 @@ async fn a_real_image_becomes_a_clean_ext4_rootfs() {
         }],
         None,
     );
-    let c = client(&reg);
+    let c = loopback_client(&reg);
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = BlobCache::open(cache_dir.path(), 1 << 30).unwrap();
     let r = Reference::parse(&format!("{}/library/debian:bookworm", reg.addr)).unwrap();
@@ -211,19 +198,8 @@ async fn hostile_layers_and_tampered_blobs_fail_and_leave_no_tree() {
         .unwrap();
     assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
     let evil = layer_from_tar(&tar.stdout);
-    push(
-        &reg,
-        "evil/dotdot",
-        "v1",
-        &[ImageSpec {
-            layers: &[evil],
-            os: "linux",
-            architecture: "amd64",
-            config: json!({}),
-        }],
-        None,
-    );
-    let c = client(&reg);
+    push(&reg, "evil/dotdot", "v1", &[ImageSpec::amd64(&[evil])], None);
+    let c = loopback_client(&reg);
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = BlobCache::open(cache_dir.path(), 1 << 30).unwrap();
     let p = Platform::parse("linux/amd64").unwrap();
@@ -236,18 +212,7 @@ async fn hostile_layers_and_tampered_blobs_fail_and_leave_no_tree() {
     assert!(!evil_dir.path().parent().unwrap().join("evil").exists());
     // a blob whose bytes the registry's storage no longer matches
     let layers = realistic_layers();
-    let pushed = push(
-        &reg,
-        "team/tampered",
-        "v1",
-        &[ImageSpec {
-            layers: &layers,
-            os: "linux",
-            architecture: "amd64",
-            config: json!({}),
-        }],
-        None,
-    );
+    let pushed = push(&reg, "team/tampered", "v1", &[ImageSpec::amd64(&layers)], None);
     let layer_hex = pushed.manifests[0].2[0].trim_start_matches("sha256:").to_owned();
     let file = reg.blob_file(&layer_hex);
     let mut bytes = std::fs::read(&file).unwrap();

@@ -152,6 +152,40 @@ pub struct ImageSpec<'a> {
     pub config: serde_json::Value,
 }
 
+impl<'a> ImageSpec<'a> {
+    /// linux/amd64 with an empty config.
+    pub fn amd64(layers: &'a [BuiltLayer]) -> Self {
+        ImageSpec {
+            layers,
+            os: "linux",
+            architecture: "amd64",
+            config: json!({}),
+        }
+    }
+}
+
+/// Two small layers: `etc/os-release`, then `hello`.
+pub fn small_layers() -> Vec<BuiltLayer> {
+    let a = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(a.path().join("etc")).unwrap();
+    std::fs::write(a.path().join("etc/os-release"), "ID=test\n").unwrap();
+    let b = tempfile::tempdir().unwrap();
+    std::fs::write(b.path().join("hello"), "hi\n").unwrap();
+    vec![layer_from_dir(a.path()), layer_from_dir(b.path())]
+}
+
+/// A registry client that may reach `reg` on loopback, over plain HTTP.
+pub fn loopback_client(reg: &Registry) -> strata_providers::registry::RegistryClient {
+    let policy = strata_providers::FetchPolicy {
+        allow_hosts: vec!["127.0.0.1".parse().unwrap()],
+        connect_timeout: Duration::from_secs(5),
+        peek_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        ..strata_providers::FetchPolicy::default()
+    };
+    strata_providers::registry::RegistryClient::new(strata_providers::Fetcher::new(policy), vec![reg.addr.clone()])
+}
+
 pub struct Pushed {
     /// The digest of what the tag points at (a manifest, or the index for several platforms).
     pub digest: String,

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::*;
+use crate::ext4::tests::debugfs;
 use crate::ext4::{self, Ext4Spec};
 
 /// A layer as a tar the `tar` crate writes: (path, kind, uid, gid, mode, data or link target).
@@ -65,16 +66,6 @@ fn limits() -> FlattenLimits {
         },
         max_tree_bytes: 32 << 20,
     }
-}
-
-fn debugfs(img: &Path, req: &str) -> String {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(req)
-        .arg(img)
-        .output()
-        .expect("debugfs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
