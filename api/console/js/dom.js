@@ -1,4 +1,4 @@
-// DOM helpers. Text always goes in through text nodes (never innerHTML), so names, tags and
+// DOM helpers. Text always goes in through text nodes, never parsed as HTML, so names, tags and
 // messages from the API cannot become markup.
 
 /** h('tag.class', {attr: value, onclick: fn}, ...children): children are nodes or strings. */
