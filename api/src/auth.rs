@@ -142,7 +142,10 @@ impl Verifier {
         if keys.is_empty() {
             anyhow::bail!("no token verification keys: enable auth.dev_key or configure auth.keys / auth.jwks_file");
         }
-        Ok(Self { keys, dev_key: a.dev_key })
+        Ok(Self {
+            keys,
+            dev_key: a.dev_key,
+        })
     }
 
     /// Whether tokens signed with the development key are accepted.

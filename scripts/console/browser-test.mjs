@@ -126,8 +126,9 @@ const probe = await call('POST', `${v1('acme')}/images`, acme, {
   source: { type: 'upload' },
 });
 await call('PUT', `${v1('acme')}/images/${probe.id}/file`, acme, rawDisk(1 << 20), { 'Content-Type': 'application/octet-stream' });
+const globexIds = [];
 for (let i = 0; i < 5; i++) {
-  await call('POST', `${v1('globex')}/images`, globex, { name: `globex-secret-${i}`, tags: { env: 'prod' }, source: { type: 'upload' } });
+  globexIds.push((await call('POST', `${v1('globex')}/images`, globex, { name: `globex-secret-${i}`, tags: { env: 'prod' }, source: { type: 'upload' } })).id);
 }
 for (const n of ['debian-12', 'ubuntu-24.04', 'alpine-3.20']) {
   const g = await call('POST', `${v1('acme')}/images`, admin, { name: n, visibility: 'global', tags: { os: n.split('-')[0] }, source: { type: 'upload' } });
@@ -197,6 +198,43 @@ await scenario('a tenant never sees another organization\'s images', async () =>
   assert(all.includes('debian-12'), 'global image missing');
 });
 
+await scenario('a tenant cannot open another organization\'s image by URL either', async () => {
+  await page.goto(`${base}/console/#/image/local/acme/${globexIds[0]}`);
+  await page.getByRole('alert').getByText('(not-found, HTTP 404)').waitFor();
+  await page.goto(`${base}/console/#/image/local/globex/${globexIds[0]}`);
+  await page.getByRole('alert').getByText('(forbidden, HTTP 403)').waitFor();
+  assert((await page.getByText('globex-secret').count()) === 0, 'a globex name leaked');
+});
+
+// Every form control has an accessible name (a <label>, aria-label or aria-labelledby; buttons
+// their text), checked on every view the scenarios open.
+async function assertLabelled(where) {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea, button')]
+      .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+      .map((el) => el.outerHTML.slice(0, 80)),
+  );
+  assert(unlabelled.length === 0, `${where}: unlabelled controls ${unlabelled.join(' | ')}`);
+}
+
+await scenario('keyboard: filters, table and detail are reachable with Tab and Enter; every control is labelled', async () => {
+  await page.goto(`${base}/console/#/images`);
+  await page.locator('table.resources tbody tr').first().waitFor();
+  await assertLabelled('images');
+  const seen = new Set();
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press('Tab');
+    seen.add(await page.evaluate(() => document.activeElement?.getAttribute('aria-label') || document.activeElement?.textContent?.trim().slice(0, 30) || document.activeElement?.tagName));
+  }
+  for (const want of ['Images', 'Usage', 'Import image…', 'Add tag filter', 'acme-web-59']) assert(seen.has(want), `Tab never reached ${want}: ${[...seen]}`);
+  await page.getByRole('button', { name: 'Import image…' }).press('Enter');
+  await page.getByRole('dialog').waitFor();
+  await assertLabelled('import dialog');
+  await shot('14-import-dialog', false);
+  await page.keyboard.press('Escape');
+  await page.getByRole('dialog').waitFor({ state: 'detached' });
+});
+
 await scenario('filter by tag (chips, URL reflects it, reload keeps it)', async () => {
   await page.goto(`${base}/console/#/images`);
   await page.locator('table.resources tbody tr').first().waitFor();
@@ -235,6 +273,7 @@ await scenario('an XSS probe renders as text', async () => {
   await page.goto(`${base}/console/#/images?name=xss-probe`);
   await page.getByRole('link', { name: 'xss-probe' }).click();
   await page.getByText('Provenance (read-only)').waitFor();
+  await assertLabelled('detail');
   const v = await page.locator('.tag-value').first().inputValue();
   assert(v === XSS, 'tag value round-trips');
   await page.getByText('Zoë «ops»', { exact: false }).count();
@@ -274,7 +313,7 @@ await scenario('protect, try a delete, see the 409; unprotect and delete for rea
   await page.getByRole('heading', { name: 'Delete image “acme-web-07”?' }).waitFor();
   await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
   await page.getByRole('dialog').getByText('image-protected').waitFor();
-  await shot('06-delete-protected');
+  await shot('06-delete-protected', false);
   await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
   await page.getByRole('button', { name: 'Unprotect' }).click();
   await page.getByText('Protection removed.').waitFor();
@@ -284,7 +323,7 @@ await scenario('protect, try a delete, see the 409; unprotect and delete for rea
   await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
   await page.getByRole('dialog').getByText('image-in-use').waitFor();
   await page.getByRole('dialog').getByText('vm / vm-42').waitFor();
-  await shot('07-delete-in-use');
+  await shot('07-delete-in-use', false);
   await call('DELETE', `${v1('acme')}/images/${id}/consumers/vm-42`, acme);
   await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
   await page.waitForFunction(() => location.hash.startsWith('#/images'));
@@ -376,7 +415,7 @@ if (BULK > 0) {
 }
 
 await scenario('no console errors, no CSP violations', async () => {
-  const relevant = consoleErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|404|409|412)/.test(e));
+  const relevant = consoleErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|404|409|412)/.test(e));
   assert(relevant.length === 0, relevant.join('\n'));
 });
 

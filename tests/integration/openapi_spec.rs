@@ -44,7 +44,9 @@ fn every_response_is_described_and_errors_are_declared() {
             if path.starts_with("/api/") {
                 // Public operations (security `[{}]`, e.g. the sign-in hints) answer everyone;
                 // every other one needs a bearer token and may be refused with 401.
-                let public = op["security"].as_array().is_some_and(|s| s.len() == 1 && s[0] == serde_json::json!({}));
+                let public = op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 1 && s[0] == serde_json::json!({}));
                 let takes_input = op["parameters"].as_array().is_some_and(|p| !p.is_empty());
                 let mut must = vec!["500"];
                 if !public {

@@ -43,7 +43,7 @@ function nameCell(img, fallbackOrg) {
     'div.name-cell',
     {},
     h('a.name', { href: imageHref(img, fallbackOrg) }, img.name),
-    tags.length ? h('ul.row-tags', { 'aria-label': 'Tags' }, tags.slice(0, 4).map(([k, v]) => h('li', {}, `${k}=${v}`)), tags.length > 4 ? h('li', {}, `+${tags.length - 4}`) : null) : null,
+    tags.length ? h('ul.row-tags', { 'aria-label': 'Tags' }, tags.slice(0, 4).map(([k, v]) => h('li', { title: `${k}=${v}` }, `${k}=${v}`)), tags.length > 4 ? h('li', {}, `+${tags.length - 4}`) : null) : null,
   );
 }
 
@@ -172,8 +172,8 @@ export async function renderImages(env) {
       { label: 'Kind', render: (i) => i.kind },
       { label: 'Arch', render: (i) => i.architecture },
       { label: 'Status', render: statusCell },
-      { label: 'Size', render: (i) => fmtBytes(i.sizeBytes ?? (i.status.bytesTotal || null)) },
-      { label: 'Created', sort: { asc: 'createdAt', desc: '-createdAt' }, render: (i) => h('time', { datetime: i.createdAt }, fmtDate(i.createdAt)) },
+      { label: 'Size', className: 'nowrap', render: (i) => fmtBytes(i.sizeBytes ?? (i.status.bytesTotal || null)) },
+      { label: 'Created', className: 'nowrap', sort: { asc: 'createdAt', desc: '-createdAt' }, render: (i) => h('time', { datetime: i.createdAt }, fmtDate(i.createdAt)) },
       { label: 'Source', render: (i) => h('span', { title: i.provenance.reference || '' }, i.provenance.source) },
     ],
   });

@@ -5,7 +5,7 @@
 import { h, replace } from './dom.js';
 
 /**
- * columns: [{label, render(item) -> Node|string, sort?: {asc, desc}}]
+ * columns: [{label, render(item) -> Node|string, sort?: {asc, desc}, className?}]
  * sort: the current sort value; onSort(value) is called with the next one.
  */
 export function resourceTable({ caption, columns, sort, onSort, empty = 'Nothing here.' }) {
@@ -41,7 +41,7 @@ export function resourceTable({ caption, columns, sort, onSort, empty = 'Nothing
     return h(
       'tr',
       {},
-      columns.map((c) => h('td', { 'data-label': c.label }, c.render(item))),
+      columns.map((c) => h('td', { 'data-label': c.label, class: c.className }, c.render(item))),
     );
   }
 

@@ -17,7 +17,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("js/table.js", JS, include_bytes!("../../console/js/table.js")),
     ("js/signin.js", JS, include_bytes!("../../console/js/signin.js")),
     ("js/images.js", JS, include_bytes!("../../console/js/images.js")),
-    ("js/image-detail.js", JS, include_bytes!("../../console/js/image-detail.js")),
+    (
+        "js/image-detail.js",
+        JS,
+        include_bytes!("../../console/js/image-detail.js"),
+    ),
     ("js/import.js", JS, include_bytes!("../../console/js/import.js")),
     ("js/usage.js", JS, include_bytes!("../../console/js/usage.js")),
 ];
@@ -56,7 +60,10 @@ async fn file(req: HttpRequest) -> HttpResponse {
     };
     let h = res.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
     res
