@@ -283,6 +283,14 @@ await scenario('an XSS probe renders as text', async () => {
   await shot('04-detail-xss');
 });
 
+await scenario('a global image is read-only for a tenant', async () => {
+  await page.goto(`${base}/console/#/images?name=debian-12`);
+  await page.getByRole('link', { name: 'debian-12' }).click();
+  await page.getByText('Read-only: global images are changed by platform admins.').waitFor();
+  assert((await page.getByRole('button', { name: 'Delete…' }).count()) === 0, 'delete offered on a global image');
+  await page.getByRole('cell', { name: 'debian' }).waitFor();
+});
+
 await scenario('open a detail and edit a tag (If-Match), then a conflict offers a reload', async () => {
   await page.goto(`${base}/console/#/images?name=acme-web-07`);
   await page.getByRole('link', { name: 'acme-web-07' }).focus();
@@ -351,10 +359,19 @@ await scenario('import from a URL: the new image shows live progress and reaches
 await scenario('upload a file with a progress bar', async () => {
   await page.getByRole('button', { name: 'Import image…' }).click();
   await page.getByLabel('Name').last().fill('uploaded-disk');
+  await page.evaluate(() => {
+    window.__uploadSeen = 0;
+    new MutationObserver(() => {
+      const bar = document.querySelector('[role=progressbar][aria-label="Upload progress"]');
+      if (bar) window.__uploadSeen = Math.max(window.__uploadSeen, Number(bar.getAttribute('aria-valuenow')) + 1);
+    }).observe(document.body, { subtree: true, childList: true, attributes: true });
+  });
   await page.getByLabel('Raw disk image file').setInputFiles({ name: 'disk.raw', mimeType: 'application/octet-stream', buffer: rawDisk(3 << 20) });
   await page.getByRole('button', { name: 'Import', exact: true }).click();
   const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'uploaded-disk' }) });
   await row.locator('.state-ready').waitFor({ timeout: 30000 });
+  const seen = await page.evaluate(() => window.__uploadSeen);
+  assert(seen > 0, 'no upload progress bar was shown');
 });
 
 await scenario('usage view shows quotas as bars', async () => {

@@ -2,7 +2,7 @@
 // editable with If-Match, protect/unprotect, delete with a confirmation naming the image.
 
 import { h, replace, field, fmtBytes, fmtDate, errorBox } from './dom.js';
-import { api, enc, v1, ApiError } from './api.js';
+import { api, enc, v1, ApiError, session } from './api.js';
 import { statusCell } from './images.js';
 
 const RESERVED = 'strata.dev/';
@@ -22,7 +22,11 @@ export async function renderImageDetail(env, { region, org, id }) {
   let img;
   let etag;
   let timer = null;
-  setCleanup(() => clearTimeout(timer));
+  let stopped = false;
+  setCleanup(() => {
+    stopped = true;
+    clearTimeout(timer);
+  });
   const notices = h('div', { 'aria-live': 'polite' });
 
   async function fetchImage() {
@@ -159,8 +163,30 @@ export async function renderImageDetail(env, { region, org, id }) {
     return box;
   }
 
+  // Only the owning organization (or a platform admin, for global images) changes an image, and
+  // only with images:write; others see it read-only instead of buttons the server would refuse.
+  function mayEdit() {
+    const c = session.claims;
+    if (!c || !c.scopes.includes('images:write')) return false;
+    return img.organizationId ? c.admin || c.orgs.includes(img.organizationId) : c.admin;
+  }
+
+  function readOnlyWhy() {
+    const c = session.claims;
+    if (!c || !c.scopes.includes('images:write')) return 'Read-only: the token lacks the images:write scope.';
+    return 'Read-only: global images are changed by platform admins.';
+  }
+
+  function userTagsReadOnly() {
+    const user = Object.entries(img.tags).filter(([k]) => !k.toLowerCase().startsWith(RESERVED));
+    return user.length
+      ? h('table.kv', {}, h('caption.visually-hidden', {}, 'User tags'), h('tbody', {}, user.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, v)))))
+      : h('p.muted', {}, 'None.');
+  }
+
   async function render() {
     clearTimeout(timer);
+    const editable = mayEdit();
     const reserved = Object.entries(img.tags).filter(([k]) => k.toLowerCase().startsWith(RESERVED));
     const s = img.status;
     const [reasonCode, ...reasonRest] = (s.reason || '').split(':');
@@ -184,7 +210,7 @@ export async function renderImageDetail(env, { region, org, id }) {
         'div.view-head',
         {},
         h('h1', {}, img.name, img.protected ? h('span.badge.protected', {}, 'protected') : null),
-        h('div.actions', {}, protectBtn, deleteBtn),
+        editable ? h('div.actions', {}, protectBtn, deleteBtn) : null,
       ),
       notices,
       h(
@@ -218,8 +244,12 @@ export async function renderImageDetail(env, { region, org, id }) {
         reserved.length
           ? h('table.kv', {}, h('caption.visually-hidden', {}, 'Reserved tags'), h('tbody', {}, reserved.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, v)))))
           : h('p.muted', {}, 'None.')),
-        h('section.card', { 'aria-labelledby': 'tg-h' }, h('h2', { id: 'tg-h' }, 'User tags'), tagEditor()),
-        h('section.card', { 'aria-labelledby': 'ds-h' }, h('h2', { id: 'ds-h' }, 'Description'), descriptionEditor()),
+        editable
+          ? h('section.card', { 'aria-labelledby': 'tg-h' }, h('h2', { id: 'tg-h' }, 'User tags'), tagEditor())
+          : h('section.card', { 'aria-labelledby': 'tg-h' }, h('h2', { id: 'tg-h' }, 'User tags'), userTagsReadOnly(), h('p.muted', {}, readOnlyWhy())),
+        editable
+          ? h('section.card', { 'aria-labelledby': 'ds-h' }, h('h2', { id: 'ds-h' }, 'Description'), descriptionEditor())
+          : h('section.card', { 'aria-labelledby': 'ds-h' }, h('h2', { id: 'ds-h' }, 'Description'), h('p.description', {}, img.description || '—')),
         consumers,
       ),
     );
@@ -239,6 +269,7 @@ export async function renderImageDetail(env, { region, org, id }) {
   // While importing, only the status card is refreshed, so edits in progress elsewhere survive;
   // once the import ends the whole view is drawn again (size, digest, provenance are known).
   function poll(card) {
+    if (stopped) return;
     timer = setTimeout(async () => {
       let r;
       try {
@@ -247,6 +278,7 @@ export async function renderImageDetail(env, { region, org, id }) {
         replace(notices, errorBox(e));
         return;
       }
+      if (stopped) return;
       if (r.data.status.state !== 'importing') {
         img = r.data;
         etag = r.etag;

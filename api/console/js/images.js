@@ -10,7 +10,7 @@ const STATES = ['pending', 'importing', 'ready', 'failed'];
 const ARCHES = ['x86_64', 'aarch64'];
 const PAGE_SIZE = 50;
 // Keyset paging only goes forward; the tokens of earlier pages are remembered per query.
-const history = new Map();
+const pageTokens = new Map();
 
 export function statusCell(img) {
   const s = img.status;
@@ -142,7 +142,7 @@ export async function renderImages(env) {
   );
   const orgGroupId = uid('orgs');
   const stateGroupId = uid('states');
-  const active = ['org', 'status', 'tag', 'arch', 'name'].reduce((n, k) => n + params.getAll(k).length, 0);
+  const active = ['org', 'status', 'tag', 'arch', 'name', 'scope'].reduce((n, k) => n + params.getAll(k).length, 0);
   const filters = h(
     'details.filters',
     { open: active > 0 || window.matchMedia('(min-width: 641px)').matches },
@@ -151,6 +151,11 @@ export async function renderImages(env) {
     claims.orgs.length
       ? h('fieldset.group', { 'aria-labelledby': orgGroupId }, h('legend', { id: orgGroupId }, 'Organization'), orgBoxes)
       : null,
+    h('label.check.scope', {}, h('input', {
+      type: 'checkbox',
+      checked: params.get('scope') === 'owned',
+      onchange: (e) => go((p) => (e.target.checked ? p.set('scope', 'owned') : p.delete('scope'))),
+    }), 'Hide global images'),
     h('fieldset.group', { 'aria-labelledby': stateGroupId }, h('legend', { id: stateGroupId }, 'Status'), stateBoxes),
     field('Architecture', archSel),
     field('Name', nameIn),
@@ -180,15 +185,16 @@ export async function renderImages(env) {
 
   const query = queryFrom(params);
   const qkey = `${region}?${query}`;
-  const stack = history.get(qkey) || [];
-  history.set(qkey, stack);
+  const stack = pageTokens.get(qkey) || [];
+  pageTokens.set(qkey, stack);
   const pageToken = params.get('page');
   const pageNo = pageToken ? Math.max(stack.indexOf(pageToken), 0) + 2 : 1;
   if (pageToken) query.set('pageToken', pageToken);
   const status = h('div', { 'aria-live': 'polite' });
   const pagerSlot = h('div');
 
-  const importBtn = h('button.primary', {
+  const mayWrite = claims.scopes.includes('images:write') && (claims.orgs.length > 0 || claims.admin);
+  const importBtn = mayWrite && h('button.primary', {
     type: 'button',
     onclick: () => openImportDialog({ region, onCreated: () => go((p) => p.set('sort', '-createdAt')) }),
   }, 'Import image…');
@@ -200,7 +206,9 @@ export async function renderImages(env) {
 
   let timer = null;
   let aborter = null;
+  let stopped = false;
   setCleanup(() => {
+    stopped = true;
     clearTimeout(timer);
     if (aborter) aborter.abort();
   });
@@ -244,7 +252,7 @@ export async function renderImages(env) {
       );
     }
     const moving = page.items.some((i) => i.status.state === 'importing' || (i.status.state === 'pending' && i.provenance.source !== 'upload'));
-    if (moving) timer = setTimeout(() => load(false), 1000);
+    if (moving && !stopped) timer = setTimeout(() => load(false), 1000);
   }
   await load(true);
 }

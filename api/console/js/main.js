@@ -9,7 +9,7 @@ import { renderImageDetail } from './image-detail.js';
 import { renderUsage } from './usage.js';
 
 const root = document.getElementById('app');
-const ctx = { regions: null, cleanup: null };
+const ctx = { regions: null, cleanup: null, gen: 0 };
 
 export function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/images';
@@ -70,6 +70,9 @@ async function regions() {
 }
 
 export async function route() {
+  // A newer navigation supersedes this one: its timers are stopped at once, its late results dropped.
+  ctx.gen += 1;
+  const gen = ctx.gen;
   if (ctx.cleanup) ctx.cleanup();
   ctx.cleanup = null;
   clearInterval(ctx.headerTimer);
@@ -94,12 +97,16 @@ export async function route() {
   let list;
   try {
     list = await regions();
+    if (gen !== ctx.gen) return undefined;
   } catch (e) {
     if (!session.token) return undefined;
     replace(main, h('div.error', { role: 'alert' }, e.message));
     return undefined;
   }
-  const env = { main, regions: list, params, navigate, setCleanup: (fn) => { ctx.cleanup = fn; } };
+  const env = { main, regions: list, params, navigate, setCleanup: (fn) => {
+    if (gen === ctx.gen) ctx.cleanup = fn;
+    else fn();
+  } };
   if (view === 'image' && parts.length === 4) return renderImageDetail(env, { region: parts[1], org: parts[2], id: parts[3] });
   if (view === 'usage') return renderUsage(env);
   return renderImages(env);
