@@ -49,6 +49,10 @@ function rawDisk(size) {
 // The slow source: the first 512 bytes at once (the server's format peek), the rest at ~1 MiB/s.
 const DISK = rawDisk(6 << 20);
 const slow = http.createServer((req, res) => {
+  if (req.url !== '/disk.raw') {
+    res.writeHead(404, { 'Content-Length': 0 });
+    return res.end();
+  }
   const range = /bytes=(\d+)-(\d+)/.exec(req.headers.range || '');
   if (range) {
     const [a, b] = [Number(range[1]), Math.min(Number(range[2]), DISK.length - 1)];
@@ -356,6 +360,29 @@ await scenario('import from a URL: the new image shows live progress and reaches
   await row.locator('.state-ready').waitFor({ timeout: 60000 });
 });
 
+await scenario('a refused URL import shows the API error in the dialog', async () => {
+  await page.getByRole('button', { name: 'Import image…' }).click();
+  await page.getByLabel('Name').last().fill('missing-source');
+  await page.getByLabel('Import from a URL').check();
+  await page.getByLabel('URL', { exact: true }).fill(slowUrl.replace('disk.raw', 'missing.raw'));
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await page.getByRole('dialog').getByText('(fetch-failed, HTTP 422)').waitFor();
+  await shot('15-import-refused', false);
+  await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+});
+
+await scenario('a pending image gets its bytes from the detail view', async () => {
+  await page.goto(`${base}/console/#/images?name=acme-web-03`);
+  await page.getByRole('link', { name: 'acme-web-03' }).click();
+  await page.getByRole('heading', { name: 'Upload the bytes' }).waitFor();
+  await page.getByLabel('Raw disk image file').setInputFiles({ name: 'disk.raw', mimeType: 'application/octet-stream', buffer: rawDisk(1 << 20) });
+  await page.getByRole('button', { name: 'Upload', exact: true }).click();
+  await page.locator('.card .state-ready').waitFor();
+  await page.getByText('1.0 MiB (1,048,576 bytes)').waitFor();
+  await page.goto(`${base}/console/#/images`);
+  await page.locator('table.resources tbody tr').first().waitFor();
+});
+
 await scenario('upload a file with a progress bar', async () => {
   await page.getByRole('button', { name: 'Import image…' }).click();
   await page.getByLabel('Name').last().fill('uploaded-disk');
@@ -432,7 +459,7 @@ if (BULK > 0) {
 }
 
 await scenario('no console errors, no CSP violations', async () => {
-  const relevant = consoleErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|404|409|412)/.test(e));
+  const relevant = consoleErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|404|409|412|422)/.test(e));
   assert(relevant.length === 0, relevant.join('\n'));
 });
 

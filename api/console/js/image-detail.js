@@ -1,8 +1,8 @@
 // One image: every field, provenance and reserved tags read-only, user tags and description
 // editable with If-Match, protect/unprotect, delete with a confirmation naming the image.
 
-import { h, replace, field, fmtBytes, fmtDate, errorBox } from './dom.js';
-import { api, enc, v1, ApiError, session } from './api.js';
+import { h, replace, field, fmtBytes, fmtDate, errorBox, progress } from './dom.js';
+import { api, enc, v1, ApiError, session, uploadFile } from './api.js';
 import { statusCell } from './images.js';
 
 const RESERVED = 'strata.dev/';
@@ -105,13 +105,44 @@ export async function renderImageDetail(env, { region, org, id }) {
   }
 
   function descriptionEditor() {
-    const ta = h('textarea', { rows: 3, maxlength: 1024 });
+    const ta = h('textarea', { rows: 3, maxlength: 1024, 'aria-labelledby': 'ds-h' });
     ta.value = img.description || '';
     return h(
       'form',
       { onsubmit: (e) => { e.preventDefault(); patch({ description: ta.value === '' ? null : ta.value }, 'Description saved.'); } },
-      field('Description', ta),
+      ta,
       h('div.actions', {}, h('button', { type: 'submit' }, 'Save description')),
+    );
+  }
+
+  // A pending upload image has no bytes yet (an earlier upload failed or never started).
+  function uploadForm() {
+    const file = h('input', { type: 'file', required: true });
+    const out = h('div', { 'aria-live': 'polite' });
+    const btn = h('button.primary', { type: 'submit' }, 'Upload');
+    return h(
+      'form.upload',
+      {
+        onsubmit: async (e) => {
+          e.preventDefault();
+          const f = file.files[0];
+          if (!f) return;
+          btn.disabled = true;
+          const bar = h('div', {}, progress(0, f.size, 'Upload progress'));
+          replace(out, bar);
+          try {
+            await uploadFile(`${base}/file`, f, (done, total) => replace(bar, progress(done, total, 'Upload progress')));
+            await reload();
+          } catch (err) {
+            btn.disabled = false;
+            replace(out, errorBox(err));
+          }
+        },
+      },
+      h('h3', {}, 'Upload the bytes'),
+      field('Raw disk image file', file),
+      btn,
+      out,
     );
   }
 
@@ -202,7 +233,13 @@ export async function renderImageDetail(env, { region, org, id }) {
     }, img.protected ? 'Unprotect' : 'Protect');
     const deleteBtn = h('button.danger', { type: 'button', onclick: confirmDelete }, 'Delete…');
     const consumers = h('div');
-    const statusCard = h('section.card', { 'aria-labelledby': 'st-h' }, h('h2', { id: 'st-h' }, 'Status'), statusList(reason));
+    const statusCard = h(
+      'section.card',
+      { 'aria-labelledby': 'st-h' },
+      h('h2', { id: 'st-h' }, 'Status'),
+      statusList(reason),
+      editable && s.state === 'pending' && img.provenance.source === 'upload' ? uploadForm() : null,
+    );
     replace(
       main,
       h('nav.crumbs', { 'aria-label': 'Breadcrumb' }, h('a', { href: listHref }, 'Images'), ' / ', h('span', {}, img.name)),
