@@ -18,7 +18,7 @@ function mono(v) {
 export async function renderImageDetail(env, { region, org, id }) {
   const { main, navigate, setCleanup } = env;
   const base = `${v1(org, region)}/images/${enc(id)}`;
-  const listHref = `#/images?region=${enc(region)}`;
+  const listHref = env.listHref || `#/images?region=${enc(region)}`;
   let img;
   let etag;
   let timer = null;

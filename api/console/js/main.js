@@ -51,10 +51,10 @@ function header(active) {
     {},
     h('a.skip', { href: '#main', onclick: (e) => { e.preventDefault(); document.getElementById('main')?.focus(); } }, 'Skip to content'),
     h('span.brand', {}, 'Strata'),
-    h('nav.main-nav', { 'aria-label': 'Views' }, link('#/images', 'Images', 'images'), link('#/usage', 'Usage', 'usage')),
+    h('nav.main-nav', { 'aria-label': 'Views' }, link(ctx.lastImages || '#/images', 'Images', 'images'), link('#/usage', 'Usage', 'usage')),
     h(
       'div.who',
-      { 'aria-label': 'Signed in as' },
+      { role: 'group', 'aria-label': 'Signed in as' },
       h('span.sub', { title: 'Token subject' }, c.sub || '(no subject)'),
       c.admin ? h('span.badge.admin', {}, 'platform admin') : null,
       h('span.orgs', { title: 'Organizations' }, c.orgs.length ? c.orgs.join(', ') : 'no organizations'),
@@ -92,6 +92,8 @@ export async function route() {
   }
   const { parts, params } = parseHash();
   const view = parts[0] || 'images';
+  // The Images link and the detail's breadcrumb go back to the list as it was left.
+  if (view === 'images') ctx.lastImages = location.hash;
   const main = h('main', { id: 'main', tabindex: '-1' });
   replace(root, header(view === 'image' ? 'images' : view), main);
   let list;
@@ -103,7 +105,7 @@ export async function route() {
     replace(main, h('div.error', { role: 'alert' }, e.message));
     return undefined;
   }
-  const env = { main, regions: list, params, navigate, setCleanup: (fn) => {
+  const env = { main, regions: list, params, navigate, listHref: ctx.lastImages, setCleanup: (fn) => {
     if (gen === ctx.gen) ctx.cleanup = fn;
     else fn();
   } };
@@ -115,6 +117,7 @@ export async function route() {
 session.onSignOut((message) => {
   ctx.signOutMessage = message;
   ctx.regions = null;
+  ctx.lastImages = null;
   route();
 });
 window.addEventListener('hashchange', route);
