@@ -432,6 +432,22 @@ await scenario('platform admin sees both organizations and global images', async
   await shot('12-admin');
 });
 
+await scenario('an admin token naming no organization still reads a global image and can import', async () => {
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await signIn(token('--admin', '--sub', 'ops'));
+  await page.goto(`${base}/console/#/images?name=alpine-3.20`);
+  await page.getByRole('link', { name: 'alpine-3.20' }).click();
+  await page.getByRole('button', { name: 'Protect', exact: true }).waitFor();
+  await page.goto(`${base}/console/#/images`);
+  await page.getByRole('button', { name: 'Import image…' }).click();
+  await page.getByRole('textbox', { name: 'Organization' }).fill('initech');
+  await page.getByLabel('Name').last().fill('admin-made');
+  await page.getByLabel('Raw disk image file').setInputFiles({ name: 'disk.raw', mimeType: 'application/octet-stream', buffer: rawDisk(1 << 20) });
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'admin-made' }) });
+  await row.getByText('initech').waitFor();
+});
+
 await scenario('an expired token returns to sign-in with a message', async () => {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await signIn(token('--org', 'acme', '--ttl', '3'));

@@ -31,7 +31,7 @@ export function statusCell(img) {
 }
 
 export function imageHref(img, fallbackOrg) {
-  return `#/image/${enc(img.regionId)}/${enc(img.organizationId || fallbackOrg || '_')}/${enc(img.id)}`;
+  return `#/image/${enc(img.regionId)}/${enc(img.organizationId || fallbackOrg)}/${enc(img.id)}`;
 }
 
 const RESERVED = 'strata.dev/';
@@ -165,7 +165,9 @@ export async function renderImages(env) {
   );
 
   // Table
-  const fallbackOrg = claims.orgs[0];
+  // Global images are read through v1 under an organization the caller acts for: one of the
+  // token's, or for an admin token naming none, any (platform admins act for every organization).
+  const fallbackOrg = claims.orgs[0] || 'platform';
   const table = resourceTable({
     caption: `Images in region ${region}`,
     sort,
@@ -193,7 +195,7 @@ export async function renderImages(env) {
   const status = h('div', { 'aria-live': 'polite' });
   const pagerSlot = h('div');
 
-  const mayWrite = claims.scopes.includes('images:write') && (claims.orgs.length > 0 || claims.admin);
+  const mayWrite = claims.scopes.includes('images:write');
   const importBtn = mayWrite && h('button.primary', {
     type: 'button',
     onclick: () => openImportDialog({ region, onCreated: () => go((p) => p.set('sort', '-createdAt')) }),

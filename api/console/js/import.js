@@ -29,7 +29,11 @@ const SOURCES = [
 export function openImportDialog({ region, onCreated }) {
   const claims = session.claims;
   const dlg = h('dialog.import', { 'aria-labelledby': 'imp-title' });
-  const org = h('select', { required: true }, claims.orgs.map((o) => h('option', { value: o }, o)));
+  let created = null;
+  // A platform admin's token may name no organization: then the admin types the one to act for.
+  const org = claims.orgs.length
+    ? h('select', { required: true }, claims.orgs.map((o) => h('option', { value: o }, o)))
+    : h('input', { type: 'text', required: true, pattern: '[A-Za-z0-9][A-Za-z0-9._:\\-]{0,127}' });
   const global = claims.admin ? h('input', { type: 'checkbox' }) : null;
   const name = h('input', { type: 'text', required: true, pattern: '[a-z0-9]([a-z0-9._\\-]{0,61}[a-z0-9])?', placeholder: 'debian-12' });
   const arch = h('select', {}, h('option', { value: 'x86_64' }, 'x86_64'), h('option', { value: 'aarch64' }, 'aarch64'));
@@ -55,12 +59,13 @@ export function openImportDialog({ region, onCreated }) {
         e.preventDefault();
         submit.disabled = true;
         replace(out);
-        const orgId = org.value;
+        const orgId = org.value.trim();
         const body = { name: name.value.trim(), architecture: arch.value, source: current.source(fields) };
         if (global && global.checked) body.visibility = 'global';
         let img;
         try {
           img = (await api(`${v1(orgId, region)}/images`, { method: 'POST', body })).data;
+          created = img;
         } catch (err) {
           submit.disabled = false;
           replace(out, errorBox(err));
@@ -77,18 +82,16 @@ export function openImportDialog({ region, onCreated }) {
               label.textContent = `${fmtBytes(done)} / ${fmtBytes(total)}`;
             });
           } catch (err) {
-            submit.disabled = false;
-            replace(out, errorBox(err), h('p', {}, `The image ${img.name} was created but has no bytes yet (pending). Delete it or upload again.`));
-            onCreated(img);
+            // The image exists now: a second submit would only be refused as name-taken.
+            replace(out, errorBox(err), h('p', {}, `The image ${img.name} was created but has no bytes yet (pending): open it from the list to upload again or delete it.`));
             return;
           }
         }
         dlg.close();
-        onCreated(img);
       },
     },
     h('h2', { id: 'imp-title' }, `Import an image into ${region}`),
-    claims.orgs.length ? field('Organization', org) : null,
+    field('Organization', org),
     global ? h('label.check', {}, global, 'Global image (visible to every organization)') : null,
     field('Name', name, '1-63 lowercase letters, digits, ".", "_" or "-".'),
     field('Architecture', arch),
@@ -98,7 +101,12 @@ export function openImportDialog({ region, onCreated }) {
     h('div.actions', {}, h('button', { type: 'button', onclick: () => dlg.close() }, 'Cancel'), submit),
   );
   dlg.appendChild(form);
-  dlg.addEventListener('close', () => dlg.remove());
+  // The list is refreshed when the dialog closes after an image was created (also when its
+  // upload failed and the operator read why), never under an error still being shown.
+  dlg.addEventListener('close', () => {
+    dlg.remove();
+    if (created) onCreated(created);
+  });
   document.body.appendChild(dlg);
   dlg.showModal();
   name.focus();

@@ -75,6 +75,8 @@ export async function route() {
   const gen = ctx.gen;
   if (ctx.cleanup) ctx.cleanup();
   ctx.cleanup = null;
+  // A dialog of the previous view (import, delete) must not stay over the next one (sign-in).
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
   clearInterval(ctx.headerTimer);
   if (!session.token || session.expired()) {
     const message = session.token ? 'Your token has expired. Paste a new one to continue.' : ctx.signOutMessage;
