@@ -371,6 +371,21 @@ await scenario('a refused URL import shows the API error in the dialog', async (
   await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
 });
 
+await scenario('a refused upload names the format and leaves the dialog open until closed', async () => {
+  await page.getByRole('button', { name: 'Import image…' }).click();
+  await page.getByLabel('Name').last().fill('not-a-disk');
+  const qcow2 = Buffer.alloc(1 << 16);
+  qcow2.write('QFI\xfb', 0, 'latin1');
+  await page.getByLabel('Raw disk image file').setInputFiles({ name: 'disk.qcow2', mimeType: 'application/octet-stream', buffer: qcow2 });
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await page.getByRole('dialog').getByText('(unsupported-disk-format, HTTP 422)').waitFor();
+  await page.getByRole('dialog').getByText('was created but has no bytes yet').waitFor();
+  await shot('16-upload-refused', false);
+  await page.getByRole('dialog').getByRole('button', { name: 'Close' }).click();
+  const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'not-a-disk' }) });
+  await row.locator('.state-pending').waitFor();
+});
+
 await scenario('a pending image gets its bytes from the detail view', async () => {
   await page.goto(`${base}/console/#/images?name=acme-web-03`);
   await page.getByRole('link', { name: 'acme-web-03' }).click();

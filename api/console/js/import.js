@@ -51,6 +51,7 @@ export function openImportDialog({ region, onCreated }) {
   pick(SOURCES[0]);
   const out = h('div', { 'aria-live': 'polite' });
   const submit = h('button.primary', { type: 'submit' }, 'Import');
+  const cancel = h('button', { type: 'button', onclick: () => dlg.close() }, 'Cancel');
   const form = h(
     'form',
     {
@@ -66,6 +67,7 @@ export function openImportDialog({ region, onCreated }) {
         try {
           img = (await api(`${v1(orgId, region)}/images`, { method: 'POST', body })).data;
           created = img;
+          cancel.textContent = 'Close';
         } catch (err) {
           submit.disabled = false;
           replace(out, errorBox(err));
@@ -98,7 +100,7 @@ export function openImportDialog({ region, onCreated }) {
     h('fieldset.group', {}, h('legend', {}, 'Source'), radios),
     srcSlot,
     out,
-    h('div.actions', {}, h('button', { type: 'button', onclick: () => dlg.close() }, 'Cancel'), submit),
+    h('div.actions', {}, cancel, submit),
   );
   dlg.appendChild(form);
   // The list is refreshed when the dialog closes after an image was created (also when its
