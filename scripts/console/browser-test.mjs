@@ -284,6 +284,16 @@ await scenario('an XSS probe renders as text', async () => {
   const xss = await page.evaluate(() => window.__xss);
   assert(xss === undefined, 'script ran');
   assert((await page.locator('img[src=x]').count()) === 0, 'markup injected');
+  // Defence in depth: the CSP's Trusted Types make any HTML sink throw on this page.
+  const sink = await page.evaluate(() => {
+    try {
+      document.createElement('div').innerHTML = '<b>x</b>';
+      return 'allowed';
+    } catch (e) {
+      return e.name;
+    }
+  });
+  assert(sink === 'TypeError', `innerHTML with a string was ${sink}`);
   await shot('04-detail-xss');
 });
 
@@ -490,7 +500,11 @@ if (BULK > 0) {
 }
 
 await scenario('no console errors, no CSP violations', async () => {
-  const relevant = consoleErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|404|409|412|422)/.test(e));
+  // Expected: error statuses the scenarios provoke, and the one Trusted Types refusal the XSS
+  // scenario provokes on purpose.
+  const probes = consoleErrors.filter((e) => /requires 'TrustedHTML' assignment/.test(e));
+  assert(probes.length === 1, `Trusted Types refusals: ${probes.length}`);
+  const relevant = consoleErrors.filter((e) => !probes.includes(e) && !/Failed to load resource: the server responded with a status of (401|403|404|409|412|422)/.test(e));
   assert(relevant.length === 0, relevant.join('\n'));
 });
 

@@ -1,7 +1,8 @@
 //! The admin console: static files compiled into the binary (`api/console/`), served at
 //! `/console/`. Plain ES modules, no build step, nothing fetched from elsewhere. Every response
 //! carries a strict Content-Security-Policy: scripts and styles only from this origin, no inline
-//! code, API calls only to this origin, no framing.
+//! code, API calls only to this origin, no framing, and (Trusted Types) no string ever reaches an
+//! HTML or script sink.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -31,8 +32,11 @@ const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
+/// `require-trusted-types-for 'script'` with no policy allowed: any string reaching an HTML or
+/// script sink (`innerHTML`, `eval`, ...) throws in browsers that enforce Trusted Types.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                       connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+                       connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+                       require-trusted-types-for 'script'; trusted-types 'none'";
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/console", web::get().to(redirect))
