@@ -218,7 +218,6 @@ export async function renderImages(env) {
   async function load(first) {
     aborter = new AbortController();
     table.setBusy(true);
-    const started = performance.now();
     let page;
     try {
       page = (await api(`/api/v2/regions/${enc(region)}/images?${query}`, { signal: aborter.signal })).data;
@@ -231,7 +230,6 @@ export async function renderImages(env) {
     table.setItems(page.items);
     table.setBusy(false);
     if (first) {
-      main.dataset.renderMs = String(Math.round(performance.now() - started));
       replace(
         pagerSlot,
         pager({
