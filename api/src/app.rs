@@ -132,6 +132,7 @@ impl Application {
                     move |_| SwaggerUi::new("/docs/{_:.*}").url("/api/openapi.json", doc)
                 })
                 .into_app()
+                .configure(routes::console::configure)
                 .default_service(web::to(unknown_route))
         })
         .on_connect(on_connect)

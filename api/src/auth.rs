@@ -48,6 +48,8 @@ struct VerifyKey {
 /// The set of trusted keys, built once from config.
 pub struct Verifier {
     keys: Vec<VerifyKey>,
+    /// Whether `<data_dir>/dev-signing-key` is trusted (so `strata token` mints usable tokens).
+    dev_key: bool,
 }
 
 fn parse_alg(s: &str) -> anyhow::Result<Algorithm> {
@@ -140,7 +142,15 @@ impl Verifier {
         if keys.is_empty() {
             anyhow::bail!("no token verification keys: enable auth.dev_key or configure auth.keys / auth.jwks_file");
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            dev_key: a.dev_key,
+        })
+    }
+
+    /// Whether tokens signed with the development key are accepted.
+    pub fn dev_key_enabled(&self) -> bool {
+        self.dev_key
     }
 
     /// Verifies a bearer token and reduces it to a [`Principal`].

@@ -425,3 +425,27 @@ pub struct QueryParamsDoc {
     #[param(max_length = 1024, pattern = "^[A-Za-z0-9_-]{1,1024}$")]
     pageToken: Option<String>,
 }
+
+/// A region the caller can use.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionView {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+    pub id: String,
+}
+
+/// The regions the caller can use, in id order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionList {
+    pub items: Vec<RegionView>,
+}
+
+/// How to sign in to this server, for a client that has no token yet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInInfo {
+    /// The server trusts its development signing key: `strata token --org ORG` mints a token.
+    /// Off in production.
+    pub dev_key: bool,
+}

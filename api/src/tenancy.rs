@@ -75,6 +75,18 @@ fn region_or_404(req: &HttpRequest, id: &RegionId) -> Result<Arc<Region>, ApiErr
         .ok_or_else(|| DomainError::not_found(ResourceKind::Region, id).into())
 }
 
+/// A caller with a valid token and nothing more: for routes that describe what the caller may
+/// reach (the regions it can use), never tenant data.
+pub struct Authenticated(pub Principal);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map(Authenticated))
+    }
+}
+
 /// An authorised (organization, region) pair for the v1 API.
 pub struct OrgRegion<S> {
     pub principal: Principal,

@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod availability;
 mod cli;
+mod console;
 mod consumers;
 mod docker_archive;
 mod files;

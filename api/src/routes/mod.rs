@@ -1,10 +1,12 @@
 //! Routes, one module per resource. Handlers extract, call one service function, respond.
 
+pub(crate) mod console;
 mod consumers;
 mod files;
 pub(crate) mod health;
 mod images;
 mod query;
+mod session;
 mod usage;
 
 use actix_web::http::header;
@@ -33,7 +35,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(consumers::delete_consumer)
             .service(usage::get_usage),
     );
-    cfg.service(scope::scope("/api/v2").service(query::query_images));
+    cfg.service(
+        scope::scope("/api/v2")
+            .service(query::query_images)
+            .service(session::list_regions)
+            .service(session::sign_in_info),
+    );
 }
 
 /// `304 Not Modified` with the ETag when the request's `If-None-Match` names `etag` (GET and HEAD

@@ -6,4 +6,5 @@ pub mod consumers;
 pub mod images;
 pub mod imports;
 pub mod query;
+pub mod session;
 pub mod sweeper;
