@@ -362,6 +362,51 @@ impl fmt::Display for Reference {
     }
 }
 
+/// What a Docker Engine API `{name}` means, resolved in Docker's order: a full `sha256:` id, an
+/// id prefix of at least 12 hex digits (with or without `sha256:`), else a reference
+/// (`repo:tag`, `repo` meaning `repo:latest`, Docker Hub short forms normalised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageLookup {
+    Id(Digest),
+    /// Lowercase hex, 12 to 63 digits; must match exactly one image.
+    IdPrefix(String),
+    Reference(Reference),
+}
+
+impl ImageLookup {
+    pub const MIN_PREFIX: usize = 12;
+
+    pub fn parse(name: &str) -> Result<Self, DomainError> {
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            if hex.len() == 64 {
+                return Digest::parse(name).map(ImageLookup::Id);
+            }
+            return Self::prefix(hex).ok_or_else(|| {
+                invalid(format!(
+                    "an image id prefix needs {} to 64 lowercase hex digits",
+                    Self::MIN_PREFIX
+                ))
+            });
+        }
+        // A bare hex string of id length is an id (prefix) first, as Docker decides.
+        if name.len() == 64
+            && let Ok(d) = Digest::from_sha256_hex(name)
+        {
+            return Ok(ImageLookup::Id(d));
+        }
+        if let Some(p) = Self::prefix(name) {
+            return Ok(p);
+        }
+        Reference::parse(name).map(|r| ImageLookup::Reference(r.with_default_tag()))
+    }
+
+    fn prefix(hex: &str) -> Option<Self> {
+        let ok = (Self::MIN_PREFIX..64).contains(&hex.len())
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| ImageLookup::IdPrefix(hex.to_owned()))
+    }
+}
+
 /// An OS/architecture pair from an image index (`linux/amd64`, `linux/arm64/v8`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Platform {
@@ -550,5 +595,40 @@ mod tests {
             Digest::from_sha256_hex(&"a".repeat(64)).unwrap().as_str(),
             format!("sha256:{}", "a".repeat(64))
         );
+    }
+
+    #[test]
+    fn docker_lookups() {
+        let full = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            ImageLookup::parse(&full).unwrap(),
+            ImageLookup::Id(Digest::parse(&full).unwrap())
+        );
+        assert_eq!(
+            ImageLookup::parse(&"ab".repeat(32)).unwrap(),
+            ImageLookup::Id(Digest::parse(&full).unwrap())
+        );
+        assert_eq!(
+            ImageLookup::parse("0123456789ab").unwrap(),
+            ImageLookup::IdPrefix("0123456789ab".into())
+        );
+        assert_eq!(
+            ImageLookup::parse("sha256:0123456789abc").unwrap(),
+            ImageLookup::IdPrefix("0123456789abc".into())
+        );
+        assert!(ImageLookup::parse("sha256:0123").is_err(), "too short a prefix");
+        // short hex is a name, as Docker reads it
+        match ImageLookup::parse("abcdef").unwrap() {
+            ImageLookup::Reference(r) => assert_eq!(r.familiar(), "abcdef:latest"),
+            other => panic!("{other:?}"),
+        }
+        match ImageLookup::parse("library/alpine").unwrap() {
+            ImageLookup::Reference(r) => {
+                assert_eq!(r.to_string(), "docker.io/library/alpine:latest");
+                assert_eq!(r.familiar(), "alpine:latest");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ImageLookup::parse("Not Valid").is_err());
     }
 }
