@@ -429,6 +429,32 @@ fn not_an_archive() {
     fx.refused(&write(&fx, "zst", &zst), "corrupt archive data");
 }
 
+/// Writers disagree on the checksum field's padding (GNU: "0012345\0 ", others: "  12345\0"):
+/// a plain tar is recognised either way, and a block with a wrong checksum is not a tar.
+#[test]
+fn plain_tar_sniffing() {
+    let tar = raw_tar(&[Raw::File(b"vmlinux", b"x")]);
+    assert_eq!(Compression::sniff(&tar), Some(Compression::None));
+    let sum: u32 = tar[..148]
+        .iter()
+        .chain(&tar[156..512])
+        .map(|b| u32::from(*b))
+        .sum::<u32>()
+        + 8 * 32;
+    let mut spaced = tar.clone();
+    spaced[148..156].copy_from_slice(format!("{sum:7o}\0").as_bytes());
+    assert_eq!(Compression::sniff(&spaced), Some(Compression::None));
+    let mut wrong = tar.clone();
+    wrong[0] ^= 1;
+    assert_eq!(Compression::sniff(&wrong), None);
+    assert_eq!(
+        Compression::sniff(&[0u8; 512]),
+        Some(Compression::None),
+        "an empty archive"
+    );
+    assert_eq!(Compression::sniff(&tar[..511]), None);
+}
+
 #[test]
 fn truncated_archive_never_gives_a_shorter_file() {
     let fx = Fixture::new();
@@ -893,4 +919,38 @@ fn staging_files_already_there_are_never_overwritten() {
     let err = fx.extract(&bundle).unwrap_err();
     assert!(err.to_domain().is_none(), "a staging clash is internal: {err}");
     assert_eq!(std::fs::read(out.join("vmlinux")).unwrap(), b"someone else's");
+}
+
+/// A tar inside a tar (as docker-save holds layer tars), read through the outer entry.
+#[test]
+fn nested_archive_through_an_entry() {
+    let fx = Fixture::new();
+    let src = fx.tree(&[("inner/etc/hostname", b"box\n")]);
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(src.join("inner"))
+        .arg("-czf")
+        .arg(src.join("layer.tar.gz"))
+        .arg("etc"));
+    let outer = fx.tar("outer", "zst", &["layer.tar.gz"]);
+    let policy = kernel_bundle::bundle_policy(&BundleLimits::default());
+    let mut inner_paths = Vec::new();
+    read_archive(&outer, &policy, &mut |e: &mut Entry<'_>| {
+        assert_eq!(e.path(), "layer.tar.gz");
+        read_archive_from(&mut *e, &policy, &mut |inner: &mut Entry<'_>| {
+            let mut data = Vec::new();
+            inner.copy_to(&mut data)?;
+            inner_paths.push((inner.path().to_owned(), data));
+            Ok(())
+        })?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        inner_paths,
+        vec![
+            ("etc".to_owned(), vec![]),
+            ("etc/hostname".to_owned(), b"box\n".to_vec())
+        ]
+    );
 }
