@@ -174,3 +174,44 @@ pub fn dispatcher_error(status: StatusCode) -> Option<(Vec<(header::HeaderName, 
     }
     Some((headers, bytes::Bytes::from(body)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel and archive refusals are the caller's to fix: 422 with their own codes.
+    #[test]
+    fn kernel_and_archive_errors_are_422() {
+        let cases = [
+            (
+                DomainError::UnsupportedKernelFormat {
+                    found: "gzip data".into(),
+                },
+                "unsupported-kernel-format",
+            ),
+            (
+                DomainError::ArchitectureMismatch {
+                    found: "ELF for machine 183 (AArch64)".into(),
+                    declared: "x86_64".into(),
+                },
+                "architecture-mismatch",
+            ),
+            (
+                DomainError::InvalidArchive {
+                    reason: "entry \"../x\" contains \"..\"".into(),
+                },
+                "invalid-archive",
+            ),
+        ];
+        for (err, code) in cases {
+            let api = ApiError::Domain(err);
+            assert_eq!(api.status_code(), StatusCode::UNPROCESSABLE_ENTITY, "{code}");
+            let res = api.error_response();
+            assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            match &api {
+                ApiError::Domain(d) => assert_eq!(d.code(), code),
+                ApiError::Internal(_) => unreachable!(),
+            }
+        }
+    }
+}

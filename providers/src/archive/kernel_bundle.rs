@@ -320,7 +320,9 @@ impl BundleVisitor<'_> {
                 modules.builder.append_data(&mut header, rel, &mut *entry)
             }
             EntryKind::Symlink { target, resolved } => {
-                if !resolved.as_deref().is_some_and(inside_modules) {
+                // resolved inside modules/ and, as repacked, never above its new root (a target
+                // like `../modules/x` resolves inside but would leave once `modules/` is stripped)
+                if !resolved.as_deref().is_some_and(inside_modules) || !stays_below(rel, &target) {
                     return Err(ArchiveError::invalid(format!(
                         "symlink {} points outside modules/",
                         super::quote(entry.path().as_bytes())
@@ -379,4 +381,24 @@ impl EntryVisitor for BundleVisitor<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the relative symlink `target` of the entry at `rel` resolves, lexically, without
+/// going above the root `rel` is relative to.
+fn stays_below(rel: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return false;
+    }
+    let mut depth = rel.split('/').count().saturating_sub(1);
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => depth += 1,
+        }
+    }
+    true
 }

@@ -163,8 +163,8 @@ fn is_tar_header(head: &[u8]) -> bool {
     let field = &block[148..156];
     let digits: String = field
         .iter()
-        .take_while(|b| **b != 0 && **b != b' ')
         .skip_while(|b| **b == b' ')
+        .take_while(|b| **b != 0 && **b != b' ')
         .map(|b| *b as char)
         .collect();
     let Ok(expected) = u32::from_str_radix(digits.trim(), 8) else {
@@ -437,21 +437,30 @@ pub fn read_archive<V: EntryVisitor>(
     policy: &ArchivePolicy,
     visitor: &mut V,
 ) -> Result<ArchiveSummary, V::Error> {
-    let mut file = File::open(path).map_err(ArchiveError::Io)?;
+    let file = File::open(path).map_err(ArchiveError::Io)?;
+    read_archive_from(StagedRead(BufReader::with_capacity(128 * 1024, file)), policy, visitor)
+}
+
+/// [`read_archive`] over any byte stream, e.g. a layer tar inside a docker-save archive read
+/// through the outer archive's [`Entry`] (whose caps and classification then still apply).
+/// Errors of `reader` itself count as corrupt data unless they carry the reader's own tags.
+pub fn read_archive_from<'r, R: Read + 'r, V: EntryVisitor>(
+    mut reader: R,
+    policy: &ArchivePolicy,
+    visitor: &mut V,
+) -> Result<ArchiveSummary, V::Error> {
     let mut head = Vec::with_capacity(BLOCK);
-    (&mut file)
+    (&mut reader)
         .take(BLOCK as u64)
         .read_to_end(&mut head)
-        .map_err(ArchiveError::Io)?;
+        .map_err(ArchiveError::from_read)?;
     let compression = sniff_or_refuse(&head)?;
-    drop(file);
-    let file = File::open(path).map_err(ArchiveError::Io)?;
-    let staged = StagedRead(BufReader::with_capacity(128 * 1024, file));
-    let decoded: Box<dyn Read> = match compression {
-        Compression::None => Box::new(staged),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(staged)),
+    let stream = io::Cursor::new(head).chain(reader);
+    let decoded: Box<dyn Read + 'r> = match compression {
+        Compression::None => Box::new(stream),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(staged).map_err(ArchiveError::Io)?;
+            let mut d = zstd::stream::read::Decoder::new(stream).map_err(ArchiveError::Io)?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(ArchiveError::Io)?;
             Box::new(d)
         }
@@ -539,7 +548,11 @@ fn read_extension(data: &mut dyn Read, size: u64, cap: u64, what: &str) -> Resul
     Ok(out)
 }
 
-fn walk<V: EntryVisitor>(capped: Capped, policy: &ArchivePolicy, visitor: &mut V) -> Result<ArchiveSummary, V::Error> {
+fn walk<V: EntryVisitor>(
+    capped: Capped<'_>,
+    policy: &ArchivePolicy,
+    visitor: &mut V,
+) -> Result<ArchiveSummary, V::Error> {
     let limits = &policy.limits;
     let mut archive = tar::Archive::new(capped);
     let entries = archive.entries().map_err(ArchiveError::from_read)?.raw(true);
@@ -798,13 +811,13 @@ impl Read for StagedRead {
 }
 
 /// The decompressed stream, failing once it would go past the cap: a bomb stops here.
-struct Capped {
-    inner: Box<dyn Read>,
+struct Capped<'r> {
+    inner: Box<dyn Read + 'r>,
     read: Rc<Cell<u64>>,
     limit: u64,
 }
 
-impl Read for Capped {
+impl Read for Capped<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
