@@ -24,7 +24,7 @@ use std::path::Path;
 
 use crate::archive::{
     ArchiveError, ArchiveLimits, ArchivePolicy, Entry, EntryKind as ArchiveKind, EntryVisitor, SpecialFiles,
-    SymlinkTargets, read_archive,
+    SymlinkTargets, read_archive_from,
 };
 use crate::ext4::{EntryKind, TreeEntry};
 
@@ -75,6 +75,11 @@ impl<'a> Flattener<'a> {
 
     /// Applies one layer (a plain, gzip or zstd tar, detected by its magic bytes).
     pub fn apply(&mut self, layer: &Path) -> Result<(), ArchiveError> {
+        self.apply_from(File::open(layer).map_err(ArchiveError::io)?)
+    }
+
+    /// [`Flattener::apply`] over an open layer (a cached blob, an entry of an outer archive).
+    pub fn apply_from(&mut self, layer: impl io::Read) -> Result<(), ArchiveError> {
         let policy = ArchivePolicy {
             limits: self.limits.layer.clone(),
             special_files: SpecialFiles::Skip,
@@ -86,7 +91,7 @@ impl<'a> Flattener<'a> {
             state: &mut self.state,
             this_layer: HashSet::new(),
         };
-        read_archive(layer, &policy, &mut visitor)?;
+        read_archive_from(layer, &policy, &mut visitor)?;
         Ok(())
     }
 

@@ -192,8 +192,7 @@ pub async fn pull_rootfs(
                 return Err(PullError::Cancelled);
             }
             // the open file, even if the cache evicted its path meanwhile
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&blob.file);
-            f.apply(Path::new(&format!("/proc/self/fd/{fd}")))?;
+            f.apply_from(std::io::BufReader::with_capacity(256 * 1024, &blob.file))?;
         }
         Ok(f.finish())
     })
