@@ -149,6 +149,8 @@ pub mod multipart_uploads {
         pub image_id: String,
         pub blob_id: String,
         pub started_at: i64,
+        /// The object being written (`BlobKey`); `image_id`/`blob_id` name its owner and attempt.
+        pub object_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,7 +10,7 @@ use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
-use strata_providers::{BlobRead, IngestError, IngestLimits, ingest};
+use strata_providers::{BlobKey, BlobRead, IngestError, IngestLimits, RawDisk, ingest};
 
 use crate::db;
 use crate::db::images::DeleteOutcome;
@@ -257,7 +257,8 @@ where
     };
     let store = &access.region.store;
     let ledger = db::uploads::DbLedger(&st.db, access.region_id());
-    let done = ingest(store, id, blob, body, &limits, Some(&ledger), |_| {})
+    let key = BlobKey::image(id, blob);
+    let done = ingest(store, &key, body, &RawDisk, &limits, Some(&ledger), |_| {})
         .await
         .map_err(|e| match e {
             IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat {
@@ -279,7 +280,7 @@ where
     if !matches!(marked, Ok(true)) {
         // Over quota, a database error, or someone else completed or deleted the image while we
         // were copying: our bytes must not stay behind.
-        if let Err(e) = store.delete(id, blob).await {
+        if let Err(e) = store.delete(&key).await {
             tracing::warn!(image = %id, %blob, error = %e, "removing an upload that was not kept failed");
         }
     }
@@ -330,13 +331,13 @@ pub async fn download<S>(
         Some(h) if !if_range_holds(h, &file.image.file_etag()) => None,
         _ => range,
     };
-    let (id, store) = (file.image.id, &access.region.store);
+    let (key, store) = (BlobKey::image(file.image.id, file.blob), &access.region.store);
     match parse_range(range, file.size) {
         RangeRequest::Full => Ok(Download::Full {
-            body: store.open(id, file.blob, None).await?,
+            body: store.open(&key, None).await?,
         }),
         RangeRequest::Partial { start, end } => Ok(Download::Partial {
-            body: store.open(id, file.blob, Some((start, end))).await?,
+            body: store.open(&key, Some((start, end))).await?,
             start,
             end,
         }),
@@ -364,7 +365,7 @@ async fn delete_once(st: &AppState, access: &OrgRegion<ImagesWrite>, img: &Image
             if let Some(blob) = blob {
                 // The row is gone, so the image is deleted; a failure here leaves an orphan object
                 // for the sweeper, never a dangling row.
-                if let Err(e) = access.region.store.delete(id, blob).await {
+                if let Err(e) = access.region.store.delete(&BlobKey::image(id, blob)).await {
                     tracing::warn!(image = %id, %blob, error = %e, "removing a deleted image's bytes failed");
                 }
             }

@@ -15,7 +15,7 @@ use strata_domain::DomainError;
 use strata_domain::disk_format::{self, SECTOR};
 use strata_domain::ids::{BlobId, ImageId};
 use strata_domain::netpolicy::HostRule;
-use strata_providers::{FetchError, FetchPolicy, Fetcher, IngestError, IngestLimits, Source, ingest};
+use strata_providers::{BlobKey, FetchError, FetchPolicy, Fetcher, IngestError, IngestLimits, RawDisk, Source, ingest};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{ImportsConfig, QuotaConfig};
@@ -337,10 +337,11 @@ impl Importer {
     /// Removes everything an attempt may have written: the object, local staging files, and any
     /// multipart upload it recorded (which a dead process could not abort itself).
     async fn discard(&self, region: &Region, image: ImageId, blob: BlobId) {
-        if let Err(e) = db::uploads::abort_for_blob(&self.db, &region.store, image, blob).await {
+        let key = BlobKey::image(image, blob);
+        if let Err(e) = db::uploads::abort_for_key(&self.db, &region.store, &key).await {
             tracing::warn!(%image, %blob, error = %e, "aborting a partial import's upload failed");
         }
-        if let Err(e) = region.store.discard(image, blob).await {
+        if let Err(e) = region.store.discard(&key).await {
             tracing::warn!(%image, %blob, error = %e, "removing a partial import failed");
         }
     }
@@ -393,9 +394,9 @@ impl Importer {
             let ledger = db::uploads::DbLedger(&self.db, &region.policy.id);
             ingest(
                 &region.store,
-                image,
-                blob,
+                &BlobKey::image(image, blob),
                 dl.stream,
+                &RawDisk,
                 &limits,
                 Some(&ledger),
                 move |n| progress.store(n, Ordering::Relaxed),
