@@ -8,6 +8,7 @@ mod m20261122_000003_usage;
 mod m20261122_000004_multipart_uploads;
 mod m20261202_000005_upload_leases;
 mod m20261203_100001_upload_object_keys;
+mod m20261203_100002_job_runner;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_multipart_uploads::Migration),
             Box::new(m20261202_000005_upload_leases::Migration),
             Box::new(m20261203_100001_upload_object_keys::Migration),
+            Box::new(m20261203_100002_job_runner::Migration),
         ]
     }
 }

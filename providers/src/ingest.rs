@@ -240,14 +240,7 @@ mod tests {
         assert_eq!(got.size, data.len() as u64);
         assert_eq!(got.sha256, sha);
         assert_eq!(seen, data.len() as u64);
-        let read = store
-            .inner
-            .get(&key.path())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let read = store.inner.get(&key.path()).await.unwrap().bytes().await.unwrap();
         assert_eq!(&read[..], &data[..]);
     }
 

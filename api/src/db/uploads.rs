@@ -7,9 +7,9 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use strata_domain::ids::{BlobId, ImageId, RegionId};
 use strata_providers::{BlobKey, BlobStore, StorageError, UploadLedger};
 
+use super::DbResult;
 use super::entities::multipart_uploads;
 use super::{micros, now};
-use crate::error::ApiResult;
 
 pub struct Open {
     pub upload_id: String,
@@ -70,7 +70,7 @@ impl UploadLedger for DbLedger<'_> {
     }
 }
 
-async fn forget(db: &Db, upload_id: &str) -> ApiResult<()> {
+async fn forget(db: &Db, upload_id: &str) -> DbResult<()> {
     multipart_uploads::Entity::delete_many()
         .filter(multipart_uploads::Column::UploadId.eq(upload_id))
         .exec(db)
@@ -79,7 +79,7 @@ async fn forget(db: &Db, upload_id: &str) -> ApiResult<()> {
 }
 
 /// Uploads started before `before_micros`.
-pub async fn older_than(db: &Db, before_micros: i64) -> ApiResult<Vec<Open>> {
+pub async fn older_than(db: &Db, before_micros: i64) -> DbResult<Vec<Open>> {
     let rows = multipart_uploads::Entity::find()
         .filter(multipart_uploads::Column::StartedAt.lt(before_micros))
         .all(db)
@@ -88,7 +88,7 @@ pub async fn older_than(db: &Db, before_micros: i64) -> ApiResult<Vec<Open>> {
 }
 
 /// Aborts every recorded upload of one object (what a dead attempt left) and forgets them.
-pub async fn abort_for_key(db: &Db, store: &BlobStore, key: &BlobKey) -> ApiResult<()> {
+pub async fn abort_for_key(db: &Db, store: &BlobStore, key: &BlobKey) -> DbResult<()> {
     let rows = multipart_uploads::Entity::find()
         .filter(multipart_uploads::Column::ObjectKey.eq(key.to_string()))
         .all(db)
@@ -99,7 +99,7 @@ pub async fn abort_for_key(db: &Db, store: &BlobStore, key: &BlobKey) -> ApiResu
     Ok(())
 }
 
-pub async fn abort(db: &Db, store: &BlobStore, u: &Open) -> ApiResult<()> {
+pub async fn abort(db: &Db, store: &BlobStore, u: &Open) -> DbResult<()> {
     store.abort_upload(&u.key, &u.upload_id).await?;
     forget(db, &u.upload_id).await
 }

@@ -17,6 +17,7 @@ use crate::db::images::DeleteOutcome;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{CreateImageRequest, PatchImageRequest, SourceSpec};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
+use crate::service::imports::{UrlImport, UrlRequest};
 use crate::state::AppState;
 use crate::tenancy::{ImagesWrite, OrgRegion};
 
@@ -49,7 +50,7 @@ pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::us
 }
 
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
-    db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await
+    Ok(db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await?)
 }
 
 pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateImageRequest) -> ApiResult<Image> {
@@ -61,10 +62,16 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateI
     let mut img = new_image(access, &access.principal, req)?;
     match url {
         None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
-        Some(raw) => {
-            let src = st.importer.check(&raw).await?;
-            img.provenance.reference = Some(src.redacted().to_owned());
-            st.importer.start(&img, src).await?;
+        Some(url) => {
+            let checked = st
+                .jobs
+                .check::<UrlImport>(UrlRequest {
+                    url,
+                    sha256: img.expected_sha256.clone(),
+                })
+                .await?;
+            img.provenance.reference = checked.reference.clone();
+            st.jobs.start_image::<UrlImport>(&img, checked).await?;
         }
     }
     tracing::info!(image = %img.id, name = %img.name, source = %img.provenance.source, "image created");
@@ -115,6 +122,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
         status: Status {
             state,
             reason: None,
+            reason_code: None,
             bytes_done: 0,
             bytes_total: None,
         },

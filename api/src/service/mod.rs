@@ -5,5 +5,6 @@ pub mod body;
 pub mod consumers;
 pub mod images;
 pub mod imports;
+pub mod jobs;
 pub mod query;
 pub mod sweeper;

@@ -16,7 +16,7 @@ use strata_providers::BlobKey;
 use tokio::sync::watch;
 
 use crate::config::SweeperConfig;
-use crate::db::entities::{images, import_jobs};
+use crate::db::entities::images;
 use crate::error::ApiResult;
 use crate::metrics::{Metrics, SweepRemoval};
 use crate::state::Region;
@@ -144,11 +144,7 @@ impl Sweeper {
                 .all(&self.db)
                 .await?;
             out.extend(rows.into_iter().filter_map(|r| r.blob_id.map(|b| (r.id, b))));
-            let jobs = import_jobs::Entity::find()
-                .filter(import_jobs::Column::ImageId.is_in(chunk.to_vec()))
-                .all(&self.db)
-                .await?;
-            out.extend(jobs.into_iter().filter_map(|j| j.blob_id.map(|b| (j.image_id, b))));
+            out.extend(crate::db::jobs::image_attempt_blobs(&self.db, chunk.to_vec()).await?);
         }
         Ok(out)
     }
