@@ -430,3 +430,56 @@ pub struct QueryParamsDoc {
     #[param(max_length = 1024, pattern = "^[A-Za-z0-9_-]{1,1024}$")]
     pageToken: Option<String>,
 }
+
+// Request bodies become domain commands here, at the edge: services never see a DTO.
+
+impl TryFrom<CreateImageRequest> for strata_domain::command::CreateImage {
+    type Error = strata_domain::DomainError;
+    fn try_from(req: CreateImageRequest) -> Result<Self, Self::Error> {
+        use strata_domain::command::ImageSource;
+        use strata_domain::name::{Description, ImageName};
+        let source = match req.source {
+            SourceSpec::Upload { sha256 } => ImageSource::upload(sha256.as_deref())?,
+            SourceSpec::Url { url, sha256 } => ImageSource::url(url, sha256.as_deref())?,
+        };
+        Ok(Self {
+            name: ImageName::parse(&req.name)?,
+            description: req.description.as_deref().map(Description::parse).transpose()?,
+            architecture: req.architecture.unwrap_or(Architecture::X86_64),
+            os: req.os.map(|o| o.validate()).transpose()?,
+            tags: strata_domain::tags::UserTags::parse(req.tags.unwrap_or_default())?,
+            protected: req.protected.unwrap_or(false),
+            visibility: req.visibility.unwrap_or(Visibility::Organization),
+            source,
+        })
+    }
+}
+
+impl TryFrom<PatchImageRequest> for strata_domain::command::PatchImage {
+    type Error = strata_domain::DomainError;
+    fn try_from(req: PatchImageRequest) -> Result<Self, Self::Error> {
+        use strata_domain::name::{Description, ImageName};
+        let name = match req.name {
+            None => None,
+            Some(None) => return Err(strata_domain::DomainError::invalid("name", "cannot be null")),
+            Some(Some(n)) => Some(ImageName::parse(&n)?),
+        };
+        let description = req
+            .description
+            .map(|d| d.as_deref().map(Description::parse).transpose())
+            .transpose()?;
+        Ok(Self {
+            name,
+            description,
+            tags: req.tags,
+            protected: req.protected,
+        })
+    }
+}
+
+impl TryFrom<ConsumerRequest> for strata_domain::command::RegisterConsumer {
+    type Error = strata_domain::DomainError;
+    fn try_from(req: ConsumerRequest) -> Result<Self, Self::Error> {
+        Self::new(req.kind, req.description.as_deref())
+    }
+}

@@ -2,6 +2,7 @@
 //! byte ranges and the query model. Pure: no HTTP, database, storage or async runtime in here.
 
 pub mod access;
+pub mod command;
 pub mod disk_format;
 pub mod error;
 pub mod ids;

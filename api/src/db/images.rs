@@ -139,7 +139,7 @@ async fn load_user_tags<C: ConnectionTrait>(
     Ok(out)
 }
 
-async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> DbResult<Vec<Image>> {
+pub(super) async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> DbResult<Vec<Image>> {
     let mut tags = load_user_tags(c, rows.iter().map(|r| r.id.clone()).collect()).await?;
     rows.into_iter()
         .map(|r| {
@@ -185,17 +185,6 @@ pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> DbResult<()> {
     }
     write_tags(c, img).await?;
     Ok(())
-}
-
-pub async fn find(db: &Db, region: &RegionId, id: ImageId) -> DbResult<Option<Image>> {
-    let row = images::Entity::find_by_id(id.to_string())
-        .filter(images::Column::RegionId.eq(region.as_str()))
-        .one(db)
-        .await?;
-    match row {
-        Some(r) => Ok(hydrate(db, vec![r]).await?.pop()),
-        None => Ok(None),
-    }
 }
 
 /// Writes the user-editable fields of `img` if the row is still at `expected_revision`.
@@ -378,27 +367,6 @@ async fn consumer_names<C: ConnectionTrait>(c: &C, image_id: &str) -> Result<Vec
         .into_iter()
         .map(|r| format!("{} {}", r.kind, r.consumer_id))
         .collect())
-}
-
-/// Images of one organization (and, with `include_global`, the global ones) in a region, by name.
-pub async fn list_for_org(
-    db: &Db,
-    region: &RegionId,
-    org: &OrganizationId,
-    include_global: bool,
-) -> DbResult<Vec<Image>> {
-    let mut who = Condition::any().add(images::Column::OrganizationId.eq(org.as_str()));
-    if include_global {
-        who = who.add(images::Column::OrganizationId.is_null());
-    }
-    let rows = images::Entity::find()
-        .filter(images::Column::RegionId.eq(region.as_str()))
-        .filter(who)
-        .order_by_asc(images::Column::Name)
-        .order_by_asc(images::Column::Id)
-        .all(db)
-        .await?;
-    hydrate(db, rows).await
 }
 
 /// One page of the v2 query, plus whether more follow.

@@ -8,6 +8,7 @@ mod handle;
 pub mod images;
 pub mod jobs;
 pub mod leases;
+pub mod tenant;
 pub mod uploads;
 pub mod usage;
 

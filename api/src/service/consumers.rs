@@ -1,29 +1,13 @@
 use strata_domain::DomainError;
+use strata_domain::command::RegisterConsumer;
 use strata_domain::ids::{ConsumerId, ImageId};
 
 use crate::db;
 use crate::db::consumers::{ConsumerRow, NewConsumer};
 use crate::error::ApiResult;
-use crate::model::ConsumerRequest;
 use crate::service::images::find_visible;
 use crate::state::AppState;
 use crate::tenancy::{ImagesWrite, OrgRegion};
-
-fn check_kind(kind: &str) -> Result<(), DomainError> {
-    let ok = !kind.is_empty()
-        && kind.len() <= 63
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            "kind",
-            "must be 1-63 lowercase letters, digits and '-'",
-        ))
-    }
-}
 
 /// Any organization that can see an image may register its own consumers of it (a VM booted
 /// from a global image, say); consumers are kept per organization.
@@ -32,15 +16,9 @@ pub async fn register(
     access: &OrgRegion<ImagesWrite>,
     image: ImageId,
     id: &ConsumerId,
-    req: ConsumerRequest,
+    cmd: RegisterConsumer,
 ) -> ApiResult<(ConsumerRow, bool)> {
-    check_kind(&req.kind)?;
-    let description = req
-        .description
-        .as_deref()
-        .map(strata_domain::name::Description::parse)
-        .transpose()?
-        .map(|d| d.as_str().to_owned());
+    let description = cmd.description.map(|d| d.as_str().to_owned());
     find_visible(st, access, image).await?;
     Ok(db::consumers::upsert(
         &st.db,
@@ -48,7 +26,7 @@ pub async fn register(
             image,
             org: &access.org,
             id,
-            kind: req.kind,
+            kind: cmd.kind,
             description,
         },
     )

@@ -1,12 +1,12 @@
 use bytes::Bytes;
 use futures::Stream;
 use strata_domain::access::Principal;
+use strata_domain::command::{CreateImage, ImageSource, PatchImage};
 use strata_domain::ids::{BlobId, ImageId};
 use strata_domain::image::{
-    Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
-    if_range_holds, parse_sha256,
+    DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
+    if_range_holds,
 };
-use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
@@ -14,8 +14,8 @@ use strata_providers::{BlobKey, BlobRead, IngestError, IngestLimits, RawDisk, in
 
 use crate::db;
 use crate::db::images::DeleteOutcome;
+use crate::db::tenant::OrgImages;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{CreateImageRequest, PatchImageRequest, SourceSpec};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
 use crate::service::imports::{UrlImport, UrlRequest};
 use crate::state::AppState;
@@ -26,22 +26,17 @@ fn not_found(id: ImageId) -> ApiError {
 }
 
 /// The image if the organization of `access` may see it; 404 otherwise (also across regions).
+/// The tenant condition is in the repository handle's SQL.
 pub async fn find_visible<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<Image> {
-    match db::images::find(&st.db, access.region_id(), id).await? {
-        Some(img) if img.visible_to(&access.org) => Ok(img),
-        _ => Err(not_found(id)),
-    }
+    let img = OrgImages::new(&st.db, access).find_visible(id).await?;
+    img.ok_or_else(|| not_found(id))
 }
 
 /// The image if the caller may change it: its owner, or a platform admin for global images.
 /// Everyone else gets the same 404 as for an image that does not exist.
 pub async fn find_modifiable(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<Image> {
-    let img = find_visible(st, access, id).await?;
-    if img.modifiable_by(&access.org, access.principal.platform_admin) {
-        Ok(img)
-    } else {
-        Err(not_found(id))
-    }
+    let img = OrgImages::new(&st.db, access).find_modifiable(id).await?;
+    img.ok_or_else(|| not_found(id))
 }
 
 pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::usage::Usage, crate::config::Limits)> {
@@ -50,16 +45,16 @@ pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::us
 }
 
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
-    Ok(db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await?)
+    Ok(OrgImages::new(&st.db, access).list(!owned_only).await?)
 }
 
-pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateImageRequest) -> ApiResult<Image> {
-    let url = match &req.source {
-        SourceSpec::Url { url, .. } => Some(url.clone()),
-        SourceSpec::Upload { .. } => None,
+pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateImage) -> ApiResult<Image> {
+    let url = match &cmd.source {
+        ImageSource::Url { url, .. } => Some(url.clone()),
+        ImageSource::Upload { .. } => None,
     };
     // Everything that needs no network is checked first.
-    let mut img = new_image(access, &access.principal, req)?;
+    let mut img = new_image(access, &access.principal, cmd)?;
     match url {
         None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
         Some(url) => {
@@ -83,35 +78,32 @@ pub fn quota(st: &AppState, img: &Image) -> Option<crate::config::Limits> {
     img.organization_id.as_ref().map(|o| st.quotas.limits_for(o.as_str()))
 }
 
-fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageRequest) -> Result<Image, DomainError> {
-    let visibility = req.visibility.unwrap_or(Visibility::Organization);
+fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage) -> Result<Image, DomainError> {
+    let visibility = cmd.visibility;
     if visibility == Visibility::Global && !who.platform_admin {
         return Err(DomainError::Forbidden {
             reason: "only platform admins create global images".into(),
         });
     }
-    let (source, sha256, state) = match req.source {
-        SourceSpec::Upload { sha256 } => (SourceKind::Upload, sha256, ImageState::Pending),
-        SourceSpec::Url { sha256, .. } => (SourceKind::Url, sha256, ImageState::Importing),
+    let (source, state) = match cmd.source {
+        ImageSource::Upload { .. } => (SourceKind::Upload, ImageState::Pending),
+        ImageSource::Url { .. } => (SourceKind::Url, ImageState::Importing),
     };
-    let expected_sha256 = sha256
-        .as_deref()
-        .map(|s| parse_sha256("source.sha256", s))
-        .transpose()?;
+    let expected_sha256 = cmd.source.expected_sha256().map(str::to_owned);
     let now = db::now();
     Ok(Image {
         id: ImageId::new(),
-        name: ImageName::parse(&req.name)?,
-        description: req.description.as_deref().map(Description::parse).transpose()?,
+        name: cmd.name,
+        description: cmd.description,
         organization_id: (visibility == Visibility::Organization).then(|| access.org.clone()),
         region_id: access.region_id().clone(),
         visibility,
         kind: ImageKind::Disk,
         disk_format: DiskFormat::Raw,
-        architecture: req.architecture.unwrap_or(Architecture::X86_64),
-        os: req.os.map(|o| o.validate()).transpose()?,
-        tags: UserTags::parse(req.tags.unwrap_or_default())?,
-        protected: req.protected.unwrap_or(false),
+        architecture: cmd.architecture,
+        os: cmd.os,
+        tags: cmd.tags,
+        protected: cmd.protected,
         provenance: Provenance {
             source,
             reference: None,
@@ -140,7 +132,7 @@ pub async fn patch(
     st: &AppState,
     access: &OrgRegion<ImagesWrite>,
     id: ImageId,
-    req: PatchImageRequest,
+    req: PatchImage,
     if_match: Option<&str>,
 ) -> ApiResult<Image> {
     // Optimistic concurrency: apply to what we read, write only if nobody changed it meanwhile.
@@ -170,15 +162,13 @@ pub async fn patch(
 }
 
 /// The image after the patch, or `None` when the patch leaves every field as it is.
-fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Option<Image>, DomainError> {
+fn apply_patch(current: &Image, req: &PatchImage) -> Result<Option<Image>, DomainError> {
     let mut next = current.clone();
-    match &req.name {
-        None => {}
-        Some(None) => return Err(DomainError::invalid("name", "cannot be null")),
-        Some(Some(name)) => next.name = ImageName::parse(name)?,
+    if let Some(name) = &req.name {
+        next.name = name.clone();
     }
     if let Some(desc) = &req.description {
-        next.description = desc.as_deref().map(Description::parse).transpose()?;
+        next.description = desc.clone();
     }
     match &req.tags {
         None => {}

@@ -559,7 +559,9 @@ impl JobRunner {
         };
         let work = kind.run_json(&attempt, &job.spec, secret);
         let heartbeat = async {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // twice a second: progress stays fresh for pollers, and the lease is renewed well
+            // within any configured lease time
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
                 let t = attempt.total.load(Ordering::Relaxed);
