@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use strata_domain::image::{Architecture, DiskFormat, Image, ImageKind, ImageState, OsInfo, SourceKind, Visibility};
+use strata_domain::image::{
+    Architecture, DiskFormat, Image, ImageKind, ImageState, OsInfo, ReasonCode, SourceKind, Visibility,
+};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::consumers::ConsumerRow;
@@ -29,6 +31,8 @@ pub struct StatusView {
     pub state: ImageState,
     /// Why the image is `failed`, for people.
     pub reason: Option<String>,
+    /// Why the image is `failed`, for programs: a stable code to branch on.
+    pub reason_code: Option<ReasonCode>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
 }
@@ -87,6 +91,7 @@ impl From<&Image> for ImageView {
             status: StatusView {
                 state: i.status.state,
                 reason: i.status.reason.clone(),
+                reason_code: i.status.reason_code,
                 bytes_done: i.status.bytes_done,
                 bytes_total: i.status.bytes_total,
             },
@@ -448,4 +453,57 @@ pub struct SignInInfo {
     /// The server trusts its development signing key: `strata token --org ORG` mints a token.
     /// Off in production.
     pub dev_key: bool,
+}
+
+// Request bodies become domain commands here, at the edge: services never see a DTO.
+
+impl TryFrom<CreateImageRequest> for strata_domain::command::CreateImage {
+    type Error = strata_domain::DomainError;
+    fn try_from(req: CreateImageRequest) -> Result<Self, Self::Error> {
+        use strata_domain::command::ImageSource;
+        use strata_domain::name::{Description, ImageName};
+        let source = match req.source {
+            SourceSpec::Upload { sha256 } => ImageSource::upload(sha256.as_deref())?,
+            SourceSpec::Url { url, sha256 } => ImageSource::url(url, sha256.as_deref())?,
+        };
+        Ok(Self {
+            name: ImageName::parse(&req.name)?,
+            description: req.description.as_deref().map(Description::parse).transpose()?,
+            architecture: req.architecture.unwrap_or(Architecture::X86_64),
+            os: req.os.map(|o| o.validate()).transpose()?,
+            tags: strata_domain::tags::UserTags::parse(req.tags.unwrap_or_default())?,
+            protected: req.protected.unwrap_or(false),
+            visibility: req.visibility.unwrap_or(Visibility::Organization),
+            source,
+        })
+    }
+}
+
+impl TryFrom<PatchImageRequest> for strata_domain::command::PatchImage {
+    type Error = strata_domain::DomainError;
+    fn try_from(req: PatchImageRequest) -> Result<Self, Self::Error> {
+        use strata_domain::name::{Description, ImageName};
+        let name = match req.name {
+            None => None,
+            Some(None) => return Err(strata_domain::DomainError::invalid("name", "cannot be null")),
+            Some(Some(n)) => Some(ImageName::parse(&n)?),
+        };
+        let description = req
+            .description
+            .map(|d| d.as_deref().map(Description::parse).transpose())
+            .transpose()?;
+        Ok(Self {
+            name,
+            description,
+            tags: req.tags,
+            protected: req.protected,
+        })
+    }
+}
+
+impl TryFrom<ConsumerRequest> for strata_domain::command::RegisterConsumer {
+    type Error = strata_domain::DomainError;
+    fn try_from(req: ConsumerRequest) -> Result<Self, Self::Error> {
+        Self::new(req.kind, req.description.as_deref())
+    }
 }

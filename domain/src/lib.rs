@@ -3,6 +3,7 @@
 //! async runtime in here.
 
 pub mod access;
+pub mod command;
 pub mod disk_format;
 pub mod error;
 pub mod ids;

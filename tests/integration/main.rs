@@ -14,6 +14,7 @@ mod files;
 mod hostile;
 mod images;
 mod imports;
+mod jobs;
 mod metrics;
 mod oci_client;
 mod oci_pull;

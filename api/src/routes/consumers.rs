@@ -35,7 +35,8 @@ async fn put_consumer(
     consumer: ConsumerRef,
     body: JsonObject<ConsumerRequest>,
 ) -> ApiResult<HttpResponse> {
-    let (row, created) = service::consumers::register(&st, &access, image.0, &consumer.0, body.into_inner()).await?;
+    let cmd = body.into_inner().try_into()?;
+    let (row, created) = service::consumers::register(&st, &access, image.0, &consumer.0, cmd).await?;
     let mut res = if created {
         HttpResponse::Created()
     } else {

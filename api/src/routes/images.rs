@@ -74,7 +74,7 @@ async fn create_image(
     access: OrgRegion<ImagesWrite>,
     body: JsonObject<CreateImageRequest>,
 ) -> ApiResult<HttpResponse> {
-    let img = service::images::create(&st, &access, body.into_inner()).await?;
+    let img = service::images::create(&st, &access, body.into_inner().try_into()?).await?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), img.id);
     Ok(with_etag(actix_web::http::StatusCode::CREATED, &img)
         .insert_header((header::LOCATION, location))
@@ -146,7 +146,7 @@ async fn patch_image(
         ),
         None => None,
     };
-    let img = service::images::patch(&st, &access, id.0, body.into_inner(), if_match).await?;
+    let img = service::images::patch(&st, &access, id.0, body.into_inner().try_into()?, if_match).await?;
     Ok(with_etag(actix_web::http::StatusCode::OK, &img).json(ImageView::from(&img)))
 }
 

@@ -1,22 +1,23 @@
 use bytes::Bytes;
 use futures::Stream;
 use strata_domain::access::Principal;
+use strata_domain::command::{CreateImage, ImageSource, PatchImage};
 use strata_domain::ids::{BlobId, ImageId};
 use strata_domain::image::{
-    Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
-    if_range_holds, parse_sha256,
+    DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
+    if_range_holds,
 };
-use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
-use strata_providers::{BlobRead, IngestError, IngestLimits, ingest};
+use strata_providers::{BlobKey, BlobRead, IngestError, IngestLimits, RawDisk, ingest};
 
 use crate::db;
 use crate::db::images::DeleteOutcome;
+use crate::db::tenant::OrgImages;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{CreateImageRequest, PatchImageRequest, SourceSpec};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
+use crate::service::imports::{UrlImport, UrlRequest};
 use crate::state::AppState;
 use crate::tenancy::{ImagesWrite, OrgRegion};
 
@@ -25,22 +26,17 @@ fn not_found(id: ImageId) -> ApiError {
 }
 
 /// The image if the organization of `access` may see it; 404 otherwise (also across regions).
+/// The tenant condition is in the repository handle's SQL.
 pub async fn find_visible<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<Image> {
-    match db::images::find(&st.db, access.region_id(), id).await? {
-        Some(img) if img.visible_to(&access.org) => Ok(img),
-        _ => Err(not_found(id)),
-    }
+    let img = OrgImages::new(&st.db, access).find_visible(id).await?;
+    img.ok_or_else(|| not_found(id))
 }
 
 /// The image if the caller may change it: its owner, or a platform admin for global images.
 /// Everyone else gets the same 404 as for an image that does not exist.
 pub async fn find_modifiable(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<Image> {
-    let img = find_visible(st, access, id).await?;
-    if img.modifiable_by(&access.org, access.principal.platform_admin) {
-        Ok(img)
-    } else {
-        Err(not_found(id))
-    }
+    let img = OrgImages::new(&st.db, access).find_modifiable(id).await?;
+    img.ok_or_else(|| not_found(id))
 }
 
 pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::usage::Usage, crate::config::Limits)> {
@@ -49,22 +45,28 @@ pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::us
 }
 
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
-    db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await
+    Ok(OrgImages::new(&st.db, access).list(!owned_only).await?)
 }
 
-pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateImageRequest) -> ApiResult<Image> {
-    let url = match &req.source {
-        SourceSpec::Url { url, .. } => Some(url.clone()),
-        SourceSpec::Upload { .. } => None,
+pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateImage) -> ApiResult<Image> {
+    let url = match &cmd.source {
+        ImageSource::Url { url, .. } => Some(url.clone()),
+        ImageSource::Upload { .. } => None,
     };
     // Everything that needs no network is checked first.
-    let mut img = new_image(access, &access.principal, req)?;
+    let mut img = new_image(access, &access.principal, cmd)?;
     match url {
         None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
-        Some(raw) => {
-            let src = st.importer.check(&raw).await?;
-            img.provenance.reference = Some(src.redacted().to_owned());
-            st.importer.start(&img, src).await?;
+        Some(url) => {
+            let checked = st
+                .jobs
+                .check::<UrlImport>(UrlRequest {
+                    url,
+                    sha256: img.expected_sha256.clone(),
+                })
+                .await?;
+            img.provenance.reference = checked.reference.clone();
+            st.jobs.start_image::<UrlImport>(&img, checked).await?;
         }
     }
     tracing::info!(image = %img.id, name = %img.name, source = %img.provenance.source, "image created");
@@ -76,35 +78,32 @@ pub fn quota(st: &AppState, img: &Image) -> Option<crate::config::Limits> {
     img.organization_id.as_ref().map(|o| st.quotas.limits_for(o.as_str()))
 }
 
-fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageRequest) -> Result<Image, DomainError> {
-    let visibility = req.visibility.unwrap_or(Visibility::Organization);
+fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage) -> Result<Image, DomainError> {
+    let visibility = cmd.visibility;
     if visibility == Visibility::Global && !who.platform_admin {
         return Err(DomainError::Forbidden {
             reason: "only platform admins create global images".into(),
         });
     }
-    let (source, sha256, state) = match req.source {
-        SourceSpec::Upload { sha256 } => (SourceKind::Upload, sha256, ImageState::Pending),
-        SourceSpec::Url { sha256, .. } => (SourceKind::Url, sha256, ImageState::Importing),
+    let (source, state) = match cmd.source {
+        ImageSource::Upload { .. } => (SourceKind::Upload, ImageState::Pending),
+        ImageSource::Url { .. } => (SourceKind::Url, ImageState::Importing),
     };
-    let expected_sha256 = sha256
-        .as_deref()
-        .map(|s| parse_sha256("source.sha256", s))
-        .transpose()?;
+    let expected_sha256 = cmd.source.expected_sha256().map(str::to_owned);
     let now = db::now();
     Ok(Image {
         id: ImageId::new(),
-        name: ImageName::parse(&req.name)?,
-        description: req.description.as_deref().map(Description::parse).transpose()?,
+        name: cmd.name,
+        description: cmd.description,
         organization_id: (visibility == Visibility::Organization).then(|| access.org.clone()),
         region_id: access.region_id().clone(),
         visibility,
         kind: ImageKind::Disk,
         disk_format: DiskFormat::Raw,
-        architecture: req.architecture.unwrap_or(Architecture::X86_64),
-        os: req.os.map(|o| o.validate()).transpose()?,
-        tags: UserTags::parse(req.tags.unwrap_or_default())?,
-        protected: req.protected.unwrap_or(false),
+        architecture: cmd.architecture,
+        os: cmd.os,
+        tags: cmd.tags,
+        protected: cmd.protected,
         provenance: Provenance {
             source,
             reference: None,
@@ -115,6 +114,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
         status: Status {
             state,
             reason: None,
+            reason_code: None,
             bytes_done: 0,
             bytes_total: None,
         },
@@ -132,7 +132,7 @@ pub async fn patch(
     st: &AppState,
     access: &OrgRegion<ImagesWrite>,
     id: ImageId,
-    req: PatchImageRequest,
+    req: PatchImage,
     if_match: Option<&str>,
 ) -> ApiResult<Image> {
     // Optimistic concurrency: apply to what we read, write only if nobody changed it meanwhile.
@@ -162,15 +162,13 @@ pub async fn patch(
 }
 
 /// The image after the patch, or `None` when the patch leaves every field as it is.
-fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Option<Image>, DomainError> {
+fn apply_patch(current: &Image, req: &PatchImage) -> Result<Option<Image>, DomainError> {
     let mut next = current.clone();
-    match &req.name {
-        None => {}
-        Some(None) => return Err(DomainError::invalid("name", "cannot be null")),
-        Some(Some(name)) => next.name = ImageName::parse(name)?,
+    if let Some(name) = &req.name {
+        next.name = name.clone();
     }
     if let Some(desc) = &req.description {
-        next.description = desc.as_deref().map(Description::parse).transpose()?;
+        next.description = desc.clone();
     }
     match &req.tags {
         None => {}
@@ -257,7 +255,8 @@ where
     };
     let store = &access.region.store;
     let ledger = db::uploads::DbLedger(&st.db, access.region_id());
-    let done = ingest(store, id, blob, body, &limits, Some(&ledger), |_| {})
+    let key = BlobKey::image(id, blob);
+    let done = ingest(store, &key, body, &RawDisk, &limits, Some(&ledger), |_| {})
         .await
         .map_err(|e| match e {
             IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat {
@@ -279,7 +278,7 @@ where
     if !matches!(marked, Ok(true)) {
         // Over quota, a database error, or someone else completed or deleted the image while we
         // were copying: our bytes must not stay behind.
-        if let Err(e) = store.delete(id, blob).await {
+        if let Err(e) = store.delete(&key).await {
             tracing::warn!(image = %id, %blob, error = %e, "removing an upload that was not kept failed");
         }
     }
@@ -330,13 +329,13 @@ pub async fn download<S>(
         Some(h) if !if_range_holds(h, &file.image.file_etag()) => None,
         _ => range,
     };
-    let (id, store) = (file.image.id, &access.region.store);
+    let (key, store) = (BlobKey::image(file.image.id, file.blob), &access.region.store);
     match parse_range(range, file.size) {
         RangeRequest::Full => Ok(Download::Full {
-            body: store.open(id, file.blob, None).await?,
+            body: store.open(&key, None).await?,
         }),
         RangeRequest::Partial { start, end } => Ok(Download::Partial {
-            body: store.open(id, file.blob, Some((start, end))).await?,
+            body: store.open(&key, Some((start, end))).await?,
             start,
             end,
         }),
@@ -364,7 +363,7 @@ async fn delete_once(st: &AppState, access: &OrgRegion<ImagesWrite>, img: &Image
             if let Some(blob) = blob {
                 // The row is gone, so the image is deleted; a failure here leaves an orphan object
                 // for the sweeper, never a dangling row.
-                if let Err(e) = access.region.store.delete(id, blob).await {
+                if let Err(e) = access.region.store.delete(&BlobKey::image(id, blob)).await {
                     tracing::warn!(image = %id, %blob, error = %e, "removing a deleted image's bytes failed");
                 }
             }
