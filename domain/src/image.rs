@@ -67,6 +67,8 @@ macro_rules! string_enum {
     };
 }
 
+pub(crate) use string_enum;
+
 string_enum!(
     /// Who can see an image: its organization only, or every organization in the region.
     Visibility, "visibility" { Organization => "organization", Global => "global" }

@@ -6,6 +6,7 @@ pub mod disk_format;
 pub mod error;
 pub mod ids;
 pub mod image;
+pub mod kernel;
 pub mod name;
 pub mod netpolicy;
 pub mod query;
