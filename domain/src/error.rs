@@ -73,18 +73,9 @@ pub enum DomainError {
     UploadInProgress,
     #[error("too many uploads in progress for this organization ({limit} at most); retry later")]
     TooManyUploads { limit: u64, retry_after_secs: u64 },
-    /// A kernel image is neither an ELF executable nor a bzImage.
-    #[error("unsupported kernel format: {detected}; a vmlinux must be an ELF executable or an x86 bzImage")]
-    UnsupportedKernelFormat { detected: String },
-    /// A kernel image is for another machine than the kernel's `architecture`.
-    #[error("architecture mismatch: the kernel is declared {expected} but the file is {found}")]
-    ArchitectureMismatch { expected: String, found: String },
     /// An image names a kernel it may not use.
     #[error("invalid kernel: {reason}")]
     InvalidKernel { reason: String },
-    /// A kernel bundle is not a usable archive.
-    #[error("invalid archive: {reason}")]
-    InvalidArchive { reason: String },
     /// A kernel is still referenced. `images` counts every referencing image; `visible_images`
     /// lists only those the caller may see.
     #[error("{}", kernel_in_use_message(*images, visible_images, consumers))]
@@ -139,10 +130,7 @@ impl DomainError {
             DomainError::UploadInProgress => "upload-in-progress",
             DomainError::TooManyUploads { .. } => "too-many-uploads",
             DomainError::HeadersTooLarge { .. } => "headers-too-large",
-            DomainError::UnsupportedKernelFormat { .. } => "unsupported-kernel-format",
-            DomainError::ArchitectureMismatch { .. } => "architecture-mismatch",
             DomainError::InvalidKernel { .. } => "invalid-kernel",
-            DomainError::InvalidArchive { .. } => "invalid-archive",
             DomainError::KernelInUse { .. } => "kernel-in-use",
         }
     }

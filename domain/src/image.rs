@@ -184,6 +184,8 @@ pub struct Image {
     pub expected_sha256: Option<String>,
     /// Where the bytes are stored, once they are.
     pub blob: Option<BlobId>,
+    /// The kernel the image boots with, if any.
+    pub kernel_id: Option<crate::kernel::KernelId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub revision: i64,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::error::DomainError;
 use crate::ids::{BlobId, OrganizationId, RegionId};
 use crate::image::{Architecture, ImageState, Status, Visibility, string_enum};
+pub use crate::kernel_format::KernelFormat;
 use crate::name::{Description, ImageName};
 use crate::tags::UserTags;
 
@@ -49,10 +50,6 @@ impl fmt::Display for KernelId {
     }
 }
 
-string_enum!(
-    /// How the vmlinux is laid out: an ELF executable, or an x86 bzImage (boot protocol header).
-    KernelFormat, "format" { Elf => "elf", BzImage => "bzimage" }
-);
 string_enum!(
     /// Where a kernel's files came from.
     KernelSource, "source" { Upload => "upload", UploadBundle => "upload-bundle", Url => "url", Catalog => "catalog" }
@@ -267,127 +264,9 @@ impl Kernel {
     }
 }
 
-/// How many leading bytes [`check_vmlinux`] needs.
-pub const VMLINUX_HEAD: usize = 4096;
-
-/// Checks the first bytes of a vmlinux against the declared architecture: an ELF executable
-/// whose machine matches, or a bzImage (x86 boot protocol) for x86_64. The error names what was
-/// found.
-pub fn check_vmlinux(head: &[u8], arch: Architecture) -> Result<KernelFormat, DomainError> {
-    let unsupported = |detected: &str| DomainError::UnsupportedKernelFormat {
-        detected: detected.to_owned(),
-    };
-    if head.starts_with(b"\x7fELF") {
-        if head.len() < 20 {
-            return Err(unsupported("a truncated ELF header"));
-        }
-        let le = match head[5] {
-            1 => true,
-            2 => false,
-            _ => return Err(unsupported("an ELF file with an invalid byte order")),
-        };
-        let u16_at = |o: usize| {
-            let b = [head[o], head[o + 1]];
-            if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }
-        };
-        let e_type = u16_at(16);
-        if !matches!(e_type, 2 | 3) {
-            return Err(unsupported(&format!(
-                "an ELF file that is not an executable (e_type {e_type})"
-            )));
-        }
-        let machine = u16_at(18);
-        let found = match machine {
-            62 => Some(Architecture::X86_64),
-            183 => Some(Architecture::Aarch64),
-            _ => None,
-        };
-        return match found {
-            Some(a) if a == arch => Ok(KernelFormat::Elf),
-            Some(a) => Err(DomainError::ArchitectureMismatch {
-                expected: arch.to_string(),
-                found: format!("an ELF executable for {a}"),
-            }),
-            None => Err(DomainError::ArchitectureMismatch {
-                expected: arch.to_string(),
-                found: format!("an ELF executable for {}", elf_machine_name(machine)),
-            }),
-        };
-    }
-    let bz = head.len() >= 0x206 && head[0x1fe..0x200] == [0x55, 0xaa] && &head[0x202..0x206] == b"HdrS";
-    if bz {
-        return if arch == Architecture::X86_64 {
-            Ok(KernelFormat::BzImage)
-        } else {
-            Err(DomainError::ArchitectureMismatch {
-                expected: arch.to_string(),
-                found: "an x86 bzImage".into(),
-            })
-        };
-    }
-    if head.len() >= 0x40 && &head[0x38..0x3c] == b"ARM\x64" {
-        return Err(unsupported("an arm64 Image (not ELF); upload the ELF vmlinux"));
-    }
-    if head.starts_with(&[0x1f, 0x8b]) {
-        return Err(unsupported("gzip-compressed data"));
-    }
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(unsupported("zstd-compressed data"));
-    }
-    if head.is_empty() {
-        return Err(unsupported("an empty file"));
-    }
-    Err(unsupported("unrecognised data"))
-}
-
-fn elf_machine_name(m: u16) -> String {
-    match m {
-        3 => "i386".into(),
-        8 => "mips".into(),
-        20 => "powerpc".into(),
-        21 => "ppc64".into(),
-        22 => "s390".into(),
-        40 => "arm".into(),
-        243 => "riscv".into(),
-        258 => "loongarch".into(),
-        other => format!("machine {other}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn elf(machine: u16, e_type: u16) -> Vec<u8> {
-        let mut h = vec![0u8; 64];
-        h[..4].copy_from_slice(b"\x7fELF");
-        h[4] = 2;
-        h[5] = 1;
-        h[16..18].copy_from_slice(&e_type.to_le_bytes());
-        h[18..20].copy_from_slice(&machine.to_le_bytes());
-        h
-    }
-
-    #[test]
-    fn vmlinux_checks() {
-        use Architecture::*;
-        assert_eq!(check_vmlinux(&elf(62, 2), X86_64).unwrap(), KernelFormat::Elf);
-        assert_eq!(check_vmlinux(&elf(183, 3), Aarch64).unwrap(), KernelFormat::Elf);
-        assert_eq!(check_vmlinux(&elf(183, 2), X86_64).unwrap_err().code(), "architecture-mismatch");
-        assert_eq!(check_vmlinux(&elf(40, 2), Aarch64).unwrap_err().code(), "architecture-mismatch");
-        assert_eq!(check_vmlinux(&elf(62, 1), X86_64).unwrap_err().code(), "unsupported-kernel-format");
-        let mut bz = vec![0u8; 1024];
-        bz[0x1fe] = 0x55;
-        bz[0x1ff] = 0xaa;
-        bz[0x202..0x206].copy_from_slice(b"HdrS");
-        assert_eq!(check_vmlinux(&bz, X86_64).unwrap(), KernelFormat::BzImage);
-        assert_eq!(check_vmlinux(&bz, Aarch64).unwrap_err().code(), "architecture-mismatch");
-        let e = check_vmlinux(&[0x1f, 0x8b, 8, 0], X86_64).unwrap_err();
-        assert!(e.to_string().contains("gzip"), "{e}");
-        assert_eq!(check_vmlinux(b"", X86_64).unwrap_err().code(), "unsupported-kernel-format");
-    }
-
-
 
     #[test]
     fn versions() {
@@ -402,7 +281,6 @@ mod tests {
     #[test]
     fn enums() {
         assert_eq!("upload-bundle".parse::<KernelSource>().unwrap(), KernelSource::UploadBundle);
-        assert_eq!("bzimage".parse::<KernelFormat>().unwrap(), KernelFormat::BzImage);
         assert!("file".parse::<KernelArtifact>().is_err());
     }
 }

@@ -7,6 +7,7 @@ mod m20261122_000002_import_jobs;
 mod m20261122_000003_usage;
 mod m20261122_000004_multipart_uploads;
 mod m20261202_000005_upload_leases;
+mod m20261203_000010_kernels;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_usage::Migration),
             Box::new(m20261122_000004_multipart_uploads::Migration),
             Box::new(m20261202_000005_upload_leases::Migration),
+            Box::new(m20261203_000010_kernels::Migration),
         ]
     }
 }

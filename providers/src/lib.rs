@@ -4,7 +4,9 @@
 pub mod blob;
 pub mod fetch;
 pub mod ingest;
+pub mod kernel_store;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};
 pub use fetch::{ConnectFailure, Download, FetchError, FetchPolicy, Fetcher, Source};
 pub use ingest::{IngestError, IngestLimits, Ingested, UploadLedger, ingest};
+pub use kernel_store::{StageError, StagedFile};

@@ -6,6 +6,7 @@ pub mod consumers;
 pub mod entities;
 mod handle;
 pub mod images;
+pub mod kernels;
 pub mod jobs;
 pub mod leases;
 pub mod uploads;

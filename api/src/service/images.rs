@@ -2,6 +2,7 @@ use bytes::Bytes;
 use futures::Stream;
 use strata_domain::access::Principal;
 use strata_domain::ids::{BlobId, ImageId};
+use strata_domain::kernel::KernelId;
 use strata_domain::image::{
     Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
     if_range_holds, parse_sha256,
@@ -59,6 +60,7 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateI
     };
     // Everything that needs no network is checked first.
     let mut img = new_image(access, &access.principal, req)?;
+    crate::service::kernels::check_for_image(st, &img).await?;
     match url {
         None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
         Some(raw) => {
@@ -122,6 +124,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
         sha256: None,
         expected_sha256,
         blob: None,
+        kernel_id: req.kernel_id.map(KernelId::from_uuid),
         created_at: now,
         updated_at: now,
         revision: 1,
@@ -148,6 +151,9 @@ pub async fn patch(
         let Some(next) = next else {
             return Ok(current);
         };
+        if next.kernel_id != current.kernel_id {
+            crate::service::kernels::check_for_image(st, &next).await?;
+        }
         if db::images::update_metadata(&st.db, &next, current.revision).await? {
             return Ok(next);
         }
@@ -183,7 +189,12 @@ fn apply_patch(current: &Image, req: &PatchImageRequest) -> Result<Option<Image>
         Some(None) => next.protected = false,
         Some(Some(p)) => next.protected = p,
     }
-    let unchanged = next.name == current.name
+    match req.kernel_id {
+        None => {}
+        Some(k) => next.kernel_id = k.map(KernelId::from_uuid),
+    }
+    let unchanged = next.kernel_id == current.kernel_id
+        && next.name == current.name
         && next.description == current.description
         && next.tags == current.tags
         && next.protected == current.protected;
