@@ -76,6 +76,9 @@ fn status_of(e: &DomainError) -> StatusCode {
         D::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
         D::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         D::UnsupportedDiskFormat { .. }
+        | D::UnsupportedKernelFormat { .. }
+        | D::ArchitectureMismatch { .. }
+        | D::InvalidArchive { .. }
         | D::ChecksumMismatch { .. }
         | D::UrlNotAllowed { .. }
         | D::FetchFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,

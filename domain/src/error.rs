@@ -53,6 +53,19 @@ pub enum DomainError {
         "unsupported disk format: {detected}; only raw disk images with an MBR or GPT partition table are accepted"
     )]
     UnsupportedDiskFormat { detected: String },
+    /// A would-be kernel that is not an ELF vmlinux or x86 bzImage Strata can boot; `found` names
+    /// what it is instead (e.g. "gzip data", "32-bit ELF for machine 40 (ARM)").
+    #[error(
+        "unsupported kernel format: {found}; a kernel must be an ELF vmlinux (x86_64 or aarch64) or an x86_64 bzImage"
+    )]
+    UnsupportedKernelFormat { found: String },
+    /// A valid kernel built for another architecture than the one declared.
+    #[error("architecture mismatch: the kernel is {found} but the declared architecture is {declared}")]
+    ArchitectureMismatch { found: String, declared: String },
+    /// An archive (kernel bundle, later OCI layers and docker archives) refused by the extractor;
+    /// `reason` is short and for people, e.g. "entry \"../x\" leaves the archive".
+    #[error("invalid archive: {reason}")]
+    InvalidArchive { reason: String },
     #[error("URL not allowed: {reason}")]
     UrlNotAllowed { reason: String },
     #[error("fetching the source failed: {reason}")]
@@ -119,6 +132,9 @@ impl DomainError {
             DomainError::InUse { .. } => "image-in-use",
             DomainError::PreconditionFailed { .. } => "precondition-failed",
             DomainError::UnsupportedDiskFormat { .. } => "unsupported-disk-format",
+            DomainError::UnsupportedKernelFormat { .. } => "unsupported-kernel-format",
+            DomainError::ArchitectureMismatch { .. } => "architecture-mismatch",
+            DomainError::InvalidArchive { .. } => "invalid-archive",
             DomainError::UrlNotAllowed { .. } => "url-not-allowed",
             DomainError::FetchFailed { .. } => "fetch-failed",
             DomainError::ChecksumMismatch { .. } => "checksum-mismatch",

@@ -1,5 +1,6 @@
 //! Strata's domain: identifiers, names, tags, images, access rules, the disk-format inspector,
-//! byte ranges and the query model. Pure: no HTTP, database, storage or async runtime in here.
+//! the kernel-format check, byte ranges and the query model. Pure: no HTTP, database, storage or
+//! async runtime in here.
 
 pub mod access;
 pub mod disk_format;
@@ -7,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod image;
 pub mod kernel;
+pub mod kernel_format;
 pub mod name;
 pub mod netpolicy;
 pub mod query;
