@@ -42,6 +42,7 @@ impl Application {
         let db = db::connect(&cfg.database_url(), cfg.database.max_connections).await?;
         db::migrate(&db).await?;
         let regions = build_regions(&cfg)?;
+        let kernels = Arc::new(crate::service::kernels::KernelSettings::from_config(&cfg)?);
         let verifier = Verifier::from_config(&cfg)?;
         let (stop_workers, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new(cfg.server.metrics_listen.is_some()));
@@ -63,6 +64,7 @@ impl Application {
             quotas: cfg.quotas.clone(),
             importer: importer.clone(),
             metrics: metrics.clone(),
+            kernels,
         });
         // One document, post-processed (links, closed variants), both served and used for routing.
         let doc = crate::openapi::document();

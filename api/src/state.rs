@@ -25,6 +25,7 @@ pub struct AppState {
     pub quotas: crate::config::QuotaConfig,
     pub importer: Arc<crate::service::imports::Importer>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub kernels: Arc<crate::service::kernels::KernelSettings>,
 }
 
 pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {

@@ -9,7 +9,7 @@ use sea_orm::{
 use strata_domain::ids::{BlobId, ConsumerId, OrganizationId, RegionId};
 use strata_domain::image::{ImageState, Status, reserved};
 use strata_domain::kernel::{
-    ArtifactInfo, Artifacts, Kernel, KernelArtifact, KernelFormat, KernelId, KernelProvenance, KernelVersion,
+    ArtifactInfo, Artifacts, Kernel, KernelFormat, KernelId, KernelProvenance, KernelVersion,
 };
 use strata_domain::name::{Description, ImageName};
 use strata_domain::query::{Cursor, ImageQuery, OrgFilter, Sort};
@@ -81,7 +81,7 @@ fn from_row(
         visibility: m.visibility.parse()?,
         architecture: m.architecture.parse()?,
         version: KernelVersion::parse(&m.version)?,
-        format: m.format.as_deref().map(str::parse::<KernelFormat>).transpose()?,
+        format: m.format.as_deref().map(parse_format).transpose()?,
         distro: m.distro,
         tags: UserTags::parse(user_tags)?,
         protected: m.protected,
@@ -104,6 +104,14 @@ fn from_row(
         updated_at: from_micros(m.updated_at)?,
         revision: m.revision,
     })
+}
+
+fn parse_format(s: &str) -> anyhow::Result<KernelFormat> {
+    match s {
+        "elf" => Ok(KernelFormat::Elf),
+        "bzimage" => Ok(KernelFormat::BzImage),
+        other => Err(anyhow::anyhow!("bad kernel format {other:?} in row")),
+    }
 }
 
 async fn write_tags<C: ConnectionTrait>(c: &C, k: &Kernel) -> Result<(), sea_orm::DbErr> {
