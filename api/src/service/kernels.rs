@@ -631,3 +631,36 @@ pub async fn catalog<'a, S>(st: &'a AppState, access: &OrgRegion<S>) -> ApiResul
         })
         .collect())
 }
+
+pub struct Page {
+    pub items: Vec<Kernel>,
+    pub next_page_token: Option<String>,
+}
+
+/// The v2 kernel query: the image query model (filters, sort, keyset tokens) over kernels.
+pub async fn query(
+    st: &AppState,
+    access: &crate::tenancy::RegionAccess<crate::tenancy::KernelsRead>,
+    params: &[(String, String)],
+) -> ApiResult<Page> {
+    use strata_domain::query::{Cursor, Sort};
+    let (mut q, token) = crate::service::query::build(access, params)?;
+    if let Some(t) = token {
+        q.after = Some(q.decode_token(&t)?);
+    }
+    let (items, more) = db::kernels::query(&st.db, access.region_id(), &q).await?;
+    let next_page_token = match (more, items.last()) {
+        (true, Some(last)) => Some(q.encode_token(&match q.sort {
+            Sort::Name => Cursor::Name {
+                name: last.name.to_string(),
+                id: last.id.as_uuid(),
+            },
+            Sort::CreatedAt | Sort::CreatedAtDesc => Cursor::CreatedAt {
+                at: last.created_at,
+                id: last.id.as_uuid(),
+            },
+        })),
+        _ => None,
+    };
+    Ok(Page { items, next_page_token })
+}
