@@ -12,6 +12,7 @@ mod files;
 mod hostile;
 mod images;
 mod imports;
+mod kernels;
 mod metrics;
 mod openapi_spec;
 mod query;
