@@ -1,6 +1,7 @@
 //! Adapters behind small seams: blob storage over object_store and the streaming ingest pipeline.
 //! Later: the hardened HTTP fetcher, OCI pulls, archive readers.
 
+pub mod archive;
 pub mod blob;
 pub mod fetch;
 pub mod ingest;
