@@ -167,7 +167,10 @@ fn kernel_in_use_message(images: u64, visible: &[String], consumers: &[String]) 
     if parts.is_empty() {
         parts.push("it is referenced".into());
     }
-    format!("kernel is in use: {}; remove the references before deleting it", parts.join("; "))
+    format!(
+        "kernel is in use: {}; remove the references before deleting it",
+        parts.join("; ")
+    )
 }
 
 pub type DomainResult<T> = Result<T, DomainError>;

@@ -67,8 +67,7 @@ pub struct KernelVersion(String);
 impl KernelVersion {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '~' | '-');
-        if s.is_empty() || s.len() > 63 || !s.chars().all(ok) || !s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        {
+        if s.is_empty() || s.len() > 63 || !s.chars().all(ok) || !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             return Err(DomainError::invalid(
                 "version",
                 "must be 1-63 of A-Za-z0-9._+~- starting with a letter or digit",
@@ -130,9 +129,7 @@ impl Artifacts {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (KernelArtifact, &ArtifactInfo)> {
-        KernelArtifact::ALL
-            .iter()
-            .filter_map(|a| self.get(*a).map(|i| (*a, i)))
+        KernelArtifact::ALL.iter().filter_map(|a| self.get(*a).map(|i| (*a, i)))
     }
 
     /// What the kernel's files weigh together (what the organization's bytes quota is charged).
@@ -280,7 +277,10 @@ mod tests {
 
     #[test]
     fn enums() {
-        assert_eq!("upload-bundle".parse::<KernelSource>().unwrap(), KernelSource::UploadBundle);
+        assert_eq!(
+            "upload-bundle".parse::<KernelSource>().unwrap(),
+            KernelSource::UploadBundle
+        );
         assert!("file".parse::<KernelArtifact>().is_err());
     }
 }

@@ -122,7 +122,12 @@ impl MigrationTrait for Migration {
             ),
             (
                 "kernels_region_org_created_id",
-                vec![Kernels::RegionId, Kernels::OrganizationId, Kernels::CreatedAt, Kernels::Id],
+                vec![
+                    Kernels::RegionId,
+                    Kernels::OrganizationId,
+                    Kernels::CreatedAt,
+                    Kernels::Id,
+                ],
             ),
         ] {
             let mut idx = Index::create();
@@ -228,7 +233,8 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         db.execute_unprepared("DROP INDEX images_kernel_id").await?;
-        db.execute_unprepared("ALTER TABLE images DROP COLUMN kernel_id").await?;
+        db.execute_unprepared("ALTER TABLE images DROP COLUMN kernel_id")
+            .await?;
         for t in ["kernel_consumers", "kernel_artifacts", "kernel_tags", "kernels"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(t)).to_owned())

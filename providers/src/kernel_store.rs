@@ -179,26 +179,3 @@ where
     }
     Ok(staged)
 }
-
-/// Size and sha256 of a local file, read off the async threads.
-pub async fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        Ok((size, hex::encode(hasher.finalize())))
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}

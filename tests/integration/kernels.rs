@@ -13,7 +13,11 @@ pub fn elf_x86_64() -> Vec<u8> {
     let mut b = std::fs::read("/bin/true").expect("/bin/true");
     b.truncate(8192);
     assert_eq!(&b[..4], b"\x7fELF");
-    assert_eq!(u16::from_le_bytes([b[18], b[19]]), 62, "this machine's /bin/true is x86_64");
+    assert_eq!(
+        u16::from_le_bytes([b[18], b[19]]),
+        62,
+        "this machine's /bin/true is x86_64"
+    );
     b
 }
 
@@ -33,7 +37,12 @@ fn kernels_url(app: &TestApp, org: &str) -> String {
 }
 
 pub async fn create_kernel(app: &TestApp, org: &str, t: &str, body: Value) -> Value {
-    let res = app.req(Method::POST, &kernels_url(app, org), t).json(&body).send().await.unwrap();
+    let res = app
+        .req(Method::POST, &kernels_url(app, org), t)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     expect_status(res, StatusCode::CREATED).await
 }
 
@@ -141,7 +150,11 @@ both!(
         expect_error(res, StatusCode::CONFLICT, "invalid-state").await;
 
         // Download: whole, a range, conditional.
-        let res = app.req(Method::GET, &format!("{url}/vmlinux"), &t).send().await.unwrap();
+        let res = app
+            .req(Method::GET, &format!("{url}/vmlinux"), &t)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let file_etag = res.headers()["etag"].to_str().unwrap().to_owned();
         assert_eq!(file_etag, format!("\"{}\"", sha256_hex(&elf)));
@@ -178,7 +191,12 @@ both!(
         expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
 
         // GET with ETags; PATCH with If-Match.
-        let res = app.req(Method::GET, &url, &t).header("if-none-match", &etag).send().await.unwrap();
+        let res = app
+            .req(Method::GET, &url, &t)
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
         let res = app
             .req(Method::PATCH, &url, &t)
@@ -315,7 +333,11 @@ both!(tenancy_and_scopes, |app: TestApp| async move {
     let res = app.req(Method::GET, &kernels_url(&app, "a"), &b).send().await.unwrap();
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
     let images_only = app.token_with(&["a"], "images:read images:write", false);
-    let res = app.req(Method::GET, &kernels_url(&app, "a"), &images_only).send().await.unwrap();
+    let res = app
+        .req(Method::GET, &kernels_url(&app, "a"), &images_only)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
     let read_only = app.token_with(&["a"], "kernels:read", false);
     let res = app
@@ -413,11 +435,21 @@ both!(images_reference_kernels, |app: TestApp| async move {
         (&pending["id"], "pending"),
         (&json!("0190c0de-0000-7000-8000-000000000000"), "missing"),
     ] {
-        let res = app.req(Method::POST, &images, &a).json(&create("img", bad)).send().await.unwrap();
+        let res = app
+            .req(Method::POST, &images, &a)
+            .json(&create("img", bad))
+            .send()
+            .await
+            .unwrap();
         let e = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-kernel").await;
         assert!(!e["message"].as_str().unwrap().is_empty(), "{why}");
     }
-    let res = app.req(Method::POST, &images, &a).json(&create("img", &json!(kid))).send().await.unwrap();
+    let res = app
+        .req(Method::POST, &images, &a)
+        .json(&create("img", &json!(kid)))
+        .send()
+        .await
+        .unwrap();
     let img = expect_status(res, StatusCode::CREATED).await;
     assert_eq!(img["kernelId"], kid.as_str());
     let img_id = img["id"].as_str().unwrap().to_owned();
@@ -453,7 +485,11 @@ both!(images_reference_kernels, |app: TestApp| async move {
     )
     .await;
     let gid = g["id"].as_str().unwrap().to_owned();
-    expect_status(put_file(&app, "a", &admin, &gid, "file", elf_x86_64()).await, StatusCode::OK).await;
+    expect_status(
+        put_file(&app, "a", &admin, &gid, "file", elf_x86_64()).await,
+        StatusCode::OK,
+    )
+    .await;
     let res = patch(json!({"kernelId": gid})).send().await.unwrap();
     assert_eq!(expect_status(res, StatusCode::OK).await["kernelId"], gid.as_str());
     // A global image cannot use an organization's kernel.
@@ -473,7 +509,11 @@ both!(images_reference_kernels, |app: TestApp| async move {
     let e = expect_error(res, StatusCode::CONFLICT, "kernel-in-use").await;
     assert!(e["message"].as_str().unwrap().contains(&img_id), "{e}");
     // Deleting the image frees the kernel.
-    expect_status(app.req(Method::DELETE, &iurl, &a).send().await.unwrap(), StatusCode::NO_CONTENT).await;
+    expect_status(
+        app.req(Method::DELETE, &iurl, &a).send().await.unwrap(),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     let res = app
         .req(Method::DELETE, &format!("{}/{gid}", kernels_url(&app, "b")), &admin)
         .send()
@@ -494,7 +534,11 @@ both!(consumers_block_deletion, |app: TestApp| async move {
     )
     .await;
     let gid = g["id"].as_str().unwrap().to_owned();
-    expect_status(put_file(&app, "a", &admin, &gid, "file", elf_x86_64()).await, StatusCode::OK).await;
+    expect_status(
+        put_file(&app, "a", &admin, &gid, "file", elf_x86_64()).await,
+        StatusCode::OK,
+    )
+    .await;
     let curl = |org: &str, c: &str| format!("{}/{gid}/consumers/{c}", kernels_url(&app, org));
     for (org, t, c) in [("a", &a, "vm-a"), ("b", &b, "vm-b")] {
         let res = app
@@ -517,8 +561,22 @@ both!(consumers_block_deletion, |app: TestApp| async move {
         app.req(Method::GET, &format!("{}/{gid}/consumers", kernels_url(&app, org)), t)
             .send()
     };
-    assert_eq!(expect_status(list("b", &b).await.unwrap(), StatusCode::OK).await.as_array().unwrap().len(), 1);
-    assert_eq!(expect_status(list("a", &admin).await.unwrap(), StatusCode::OK).await.as_array().unwrap().len(), 2);
+    assert_eq!(
+        expect_status(list("b", &b).await.unwrap(), StatusCode::OK)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        expect_status(list("a", &admin).await.unwrap(), StatusCode::OK)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let kurl = format!("{}/{gid}", kernels_url(&app, "a"));
     let res = app.req(Method::DELETE, &kurl, &admin).send().await.unwrap();
     let e = expect_error(res, StatusCode::CONFLICT, "kernel-in-use").await;
@@ -553,19 +611,32 @@ both!(v2_query, |app: TestApp| async move {
         .send()
     };
     let names = |v: &Value| -> Vec<String> {
-        v["items"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_owned()).collect()
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     let page = expect_status(q("", &a).await.unwrap(), StatusCode::OK).await;
     assert_eq!(names(&page), ["a1", "a2", "a3"]);
     let page = expect_status(q("architecture=x86_64", &a).await.unwrap(), StatusCode::OK).await;
     assert_eq!(names(&page), ["a1", "a3"]);
-    let page = expect_status(q("tag=strata.dev/source=upload&name=a2", &a).await.unwrap(), StatusCode::OK).await;
+    let page = expect_status(
+        q("tag=strata.dev/source=upload&name=a2", &a).await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(names(&page), ["a2"]);
     // Keyset paging.
     let p1 = expect_status(q("limit=2", &a).await.unwrap(), StatusCode::OK).await;
     assert_eq!(names(&p1), ["a1", "a2"]);
     let token = p1["nextPageToken"].as_str().unwrap();
-    let p2 = expect_status(q(&format!("limit=2&pageToken={token}"), &a).await.unwrap(), StatusCode::OK).await;
+    let p2 = expect_status(
+        q(&format!("limit=2&pageToken={token}"), &a).await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(names(&p2), ["a3"]);
     assert_eq!(p2["nextPageToken"], Value::Null);
     // Another organization's kernels are dropped silently; a platform admin sees all.
@@ -612,49 +683,200 @@ fn catalog_and_quota(cfg: &mut strata_api::Config) {
     );
 }
 
-both!(catalog_and_bytes_quota, config = catalog_and_quota, |app: TestApp| async move {
-    let t = app.token(&["small"]);
-    let catalog = |t: String| {
-        let url = format!("{}/kernel-catalog", app.v1("small", "local"));
-        let req = app.req(Method::GET, &url, &t);
-        async move { expect_status(req.send().await.unwrap(), StatusCode::OK).await }
-    };
-    let c = catalog(t.clone()).await;
-    assert_eq!(c.as_array().unwrap().len(), 2);
-    assert_eq!(c[0]["name"], "debian-12");
-    assert_eq!(c[0]["inOrganization"], false);
-    assert_eq!(c[0]["globalExists"], false);
+both!(
+    catalog_and_bytes_quota,
+    config = catalog_and_quota,
+    |app: TestApp| async move {
+        let t = app.token(&["small"]);
+        let catalog = |t: String| {
+            let url = format!("{}/kernel-catalog", app.v1("small", "local"));
+            let req = app.req(Method::GET, &url, &t);
+            async move { expect_status(req.send().await.unwrap(), StatusCode::OK).await }
+        };
+        let c = catalog(t.clone()).await;
+        assert_eq!(c.as_array().unwrap().len(), 2);
+        assert_eq!(c[0]["name"], "debian-12");
+        assert_eq!(c[0]["inOrganization"], false);
+        assert_eq!(c[0]["globalExists"], false);
 
-    // The same vmlinux uploaded by the organization: it now has the entry; bytes are charged.
-    let k = ready_kernel(&app, "small", &t, "mine", "x86_64").await;
-    let c = catalog(t.clone()).await;
-    assert_eq!(c[0]["inOrganization"], true);
-    assert_eq!(c[1]["inOrganization"], false);
-    let usage = |t: String| {
-        let url = format!("{}/usage", app.v1("small", "local"));
-        let req = app.req(Method::GET, &url, &t);
-        async move { expect_status(req.send().await.unwrap(), StatusCode::OK).await }
-    };
-    assert_eq!(usage(t.clone()).await["bytes"]["used"], 8192);
-    // 8192 + 8192 > 10000: the second kernel does not fit.
-    let k2 = create_kernel(
-        &app,
-        "small",
-        &t,
-        json!({"name": "second", "version": "6.1", "source": {"type": "upload"}}),
+        // The same vmlinux uploaded by the organization: it now has the entry; bytes are charged.
+        let k = ready_kernel(&app, "small", &t, "mine", "x86_64").await;
+        let c = catalog(t.clone()).await;
+        assert_eq!(c[0]["inOrganization"], true);
+        assert_eq!(c[1]["inOrganization"], false);
+        let usage = |t: String| {
+            let url = format!("{}/usage", app.v1("small", "local"));
+            let req = app.req(Method::GET, &url, &t);
+            async move { expect_status(req.send().await.unwrap(), StatusCode::OK).await }
+        };
+        assert_eq!(usage(t.clone()).await["bytes"]["used"], 8192);
+        // 8192 + 8192 > 10000: the second kernel does not fit.
+        let k2 = create_kernel(
+            &app,
+            "small",
+            &t,
+            json!({"name": "second", "version": "6.1", "source": {"type": "upload"}}),
+        )
+        .await;
+        let res = put_file(&app, "small", &t, k2["id"].as_str().unwrap(), "file", elf_x86_64()).await;
+        expect_error(res, StatusCode::CONFLICT, "quota-exceeded").await;
+        assert_eq!(stored_kernel_files(&app).await.len(), 1);
+        // Deleting gives the bytes back.
+        let res = app
+            .req(
+                Method::DELETE,
+                &format!("{}/{}", kernels_url(&app, "small"), k["id"].as_str().unwrap()),
+                &t,
+            )
+            .send()
+            .await
+            .unwrap();
+        expect_status(res, StatusCode::NO_CONTENT).await;
+        assert_eq!(usage(t.clone()).await["bytes"]["used"], 0);
+        let res = put_file(&app, "small", &t, k2["id"].as_str().unwrap(), "file", elf_x86_64()).await;
+        expect_status(res, StatusCode::OK).await;
+    }
+);
+
+async fn bundle_kernel(app: &TestApp, org: &str, t: &str, name: &str, arch: &str) -> String {
+    let k = create_kernel(
+        app,
+        org,
+        t,
+        json!({"name": name, "version": "6.1.0-18", "architecture": arch, "source": {"type": "upload-bundle"}}),
     )
     .await;
-    let res = put_file(&app, "small", &t, k2["id"].as_str().unwrap(), "file", elf_x86_64()).await;
-    expect_error(res, StatusCode::CONFLICT, "quota-exceeded").await;
-    assert_eq!(stored_kernel_files(&app).await.len(), 1);
-    // Deleting gives the bytes back.
-    let res = app
-        .req(Method::DELETE, &format!("{}/{}", kernels_url(&app, "small"), k["id"].as_str().unwrap()), &t)
-        .send()
-        .await
-        .unwrap();
-    expect_status(res, StatusCode::NO_CONTENT).await;
-    assert_eq!(usage(t.clone()).await["bytes"]["used"], 0);
-    let res = put_file(&app, "small", &t, k2["id"].as_str().unwrap(), "file", elf_x86_64()).await;
-    expect_status(res, StatusCode::OK).await;
-});
+    assert_eq!(k["provenance"]["source"], "upload-bundle");
+    k["id"].as_str().unwrap().to_owned()
+}
+
+both!(
+    bundles_unpack_into_files,
+    config = |_: &mut strata_api::Config| {},
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let elf = elf_x86_64();
+        let initrd = b"070701 fake cpio initrd".repeat(100);
+        let module = b"\x7fELF module bytes".to_vec();
+        for (i, compress) in ["zstd", "gzip", "none"].into_iter().enumerate() {
+            let bundle = make_bundle(
+                &[
+                    ("vmlinux", elf.clone()),
+                    ("initrd.img", initrd.clone()),
+                    ("modules/6.1.0-18/kernel/fs/foo.ko", module.clone()),
+                    ("modules/6.1.0-18/modules.dep", b"kernel/fs/foo.ko:\n".to_vec()),
+                ],
+                compress,
+            );
+            let id = bundle_kernel(&app, "acme", &t, &format!("b{i}"), "x86_64").await;
+            // A single vmlinux is not what this kernel waits for.
+            let res = put_file(&app, "acme", &t, &id, "file", elf.clone()).await;
+            expect_error(res, StatusCode::CONFLICT, "invalid-state").await;
+            let res = put_file(&app, "acme", &t, &id, "bundle", bundle.clone()).await;
+            let k = expect_status(res, StatusCode::OK).await;
+            assert_eq!(k["status"]["state"], "ready", "{compress}");
+            assert_eq!(k["format"], "elf");
+            assert_eq!(k["provenance"]["digest"], format!("sha256:{}", sha256_hex(&bundle)));
+            assert_eq!(k["artifacts"]["vmlinux"]["sha256"], sha256_hex(&elf));
+            assert_eq!(k["artifacts"]["initrd"]["sizeBytes"], initrd.len());
+            assert!(k["artifacts"]["modules"]["sizeBytes"].as_u64().unwrap() > 0);
+            let url = format!("{}/{id}", kernels_url(&app, "acme"));
+            let res = app.req(Method::GET, &format!("{url}/initrd"), &t).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(res.bytes().await.unwrap().to_vec(), initrd);
+            // The modules tree comes back as a tar the real tar lists.
+            let res = app
+                .req(Method::GET, &format!("{url}/modules"), &t)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let tar_bytes = res.bytes().await.unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("modules.tar");
+            std::fs::write(&path, &tar_bytes).unwrap();
+            let out = std::process::Command::new("tar")
+                .arg("-tf")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let listing = String::from_utf8_lossy(&out.stdout);
+            assert!(listing.contains("foo.ko"), "{listing}");
+        }
+        assert_eq!(stored_kernel_files(&app).await.len(), 9);
+    }
+);
+
+both!(
+    bad_bundles_are_refused_and_leave_nothing,
+    config = |_: &mut strata_api::Config| {},
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let elf = elf_x86_64();
+        let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+            (
+                "no vmlinux",
+                make_bundle(&[("initrd.img", b"x".to_vec())], "zstd"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-archive",
+            ),
+            (
+                "a stray entry",
+                make_bundle(&[("vmlinux", elf.clone()), ("etc/passwd", b"root".to_vec())], "zstd"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-archive",
+            ),
+            (
+                "an aarch64 vmlinux",
+                make_bundle(&[("vmlinux", elf_aarch64())], "zstd"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "architecture-mismatch",
+            ),
+            (
+                "a gzip'd vmlinux",
+                make_bundle(&[("vmlinux", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0])], "none"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsupported-kernel-format",
+            ),
+            (
+                "not an archive",
+                b"this is not a tar".repeat(100),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-archive",
+            ),
+        ];
+        for (i, (what, bundle, status, code)) in cases.into_iter().enumerate() {
+            let id = bundle_kernel(&app, "acme", &t, &format!("bad{i}"), "x86_64").await;
+            let res = put_file(&app, "acme", &t, &id, "bundle", bundle).await;
+            let e = expect_error(res, status, code).await;
+            assert!(!e["message"].as_str().unwrap().is_empty(), "{what}");
+            let res = app
+                .req(Method::GET, &format!("{}/{id}", kernels_url(&app, "acme")), &t)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                expect_status(res, StatusCode::OK).await["status"]["state"],
+                "pending",
+                "{what}"
+            );
+        }
+        // A promised sha256 is checked before anything is unpacked.
+        let k = create_kernel(
+            &app,
+            "acme",
+            &t,
+            json!({"name": "sum", "version": "6.1", "source": {"type": "upload-bundle", "sha256": "1".repeat(64)}}),
+        )
+        .await;
+        let bundle = make_bundle(&[("vmlinux", elf.clone())], "zstd");
+        let res = put_file(&app, "acme", &t, k["id"].as_str().unwrap(), "bundle", bundle).await;
+        expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "checksum-mismatch").await;
+        assert!(stored_kernel_files(&app).await.is_empty());
+        // Nothing is left in the staging directory either.
+        let staging = app.cfg.data_dir.join("staging");
+        assert!(files_under(&staging).is_empty(), "{:?}", files_under(&staging));
+    }
+);

@@ -9,8 +9,8 @@ use sea_orm::{
 };
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
-use strata_domain::kernel::KernelId;
 use strata_domain::image::{Image, ImageState, OsInfo, Provenance, Status, reserved};
+use strata_domain::kernel::KernelId;
 use strata_domain::name::{Description, ImageName};
 use strata_domain::query::{Cursor, ImageQuery, OrgFilter, Sort};
 use strata_domain::tags::UserTags;

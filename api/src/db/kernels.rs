@@ -8,9 +8,7 @@ use sea_orm::{
 };
 use strata_domain::ids::{BlobId, ConsumerId, OrganizationId, RegionId};
 use strata_domain::image::{ImageState, Status, reserved};
-use strata_domain::kernel::{
-    ArtifactInfo, Artifacts, Kernel, KernelFormat, KernelId, KernelProvenance, KernelVersion,
-};
+use strata_domain::kernel::{ArtifactInfo, Artifacts, Kernel, KernelFormat, KernelId, KernelProvenance, KernelVersion};
 use strata_domain::name::{Description, ImageName};
 use strata_domain::query::{Cursor, ImageQuery, OrgFilter, Sort};
 use strata_domain::tags::UserTags;

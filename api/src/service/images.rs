@@ -2,11 +2,11 @@ use bytes::Bytes;
 use futures::Stream;
 use strata_domain::access::Principal;
 use strata_domain::ids::{BlobId, ImageId};
-use strata_domain::kernel::KernelId;
 use strata_domain::image::{
     Architecture, DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
     if_range_holds, parse_sha256,
 };
+use strata_domain::kernel::KernelId;
 use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;

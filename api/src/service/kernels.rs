@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures::Stream;
 use strata_domain::ids::{BlobId, ConsumerId};
-use strata_domain::image::{Architecture, Image, ImageState, Status, Visibility, check_if_match, if_range_holds, parse_sha256};
+use strata_domain::image::{
+    Architecture, Image, ImageState, Status, Visibility, check_if_match, if_range_holds, parse_sha256,
+};
 use strata_domain::kernel::{
     ArtifactInfo, Artifacts, Kernel, KernelArtifact, KernelFormat, KernelId, KernelProvenance, KernelSource,
     KernelVersion, parse_distro,
@@ -16,8 +18,8 @@ use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
-use strata_providers::kernel_store::{StageError, StagedFile, hash_file, stage};
 use strata_providers::BlobRead;
+use strata_providers::kernel_store::{StageError, StagedFile, stage};
 
 use crate::config::{Config, KernelCatalogEntry};
 use crate::db;
@@ -48,9 +50,7 @@ impl KernelSettings {
         for e in &mut catalog {
             let bad = |what: String| anyhow::anyhow!("kernel catalog entry {:?}: {what}", e.name);
             ImageName::parse(&e.name).map_err(|x| bad(x.to_string()))?;
-            e.architecture
-                .parse::<Architecture>()
-                .map_err(|x| bad(x.to_string()))?;
+            e.architecture.parse::<Architecture>().map_err(|x| bad(x.to_string()))?;
             KernelVersion::parse(&e.version).map_err(|x| bad(x.to_string()))?;
             e.sha256 = parse_sha256("sha256", &e.sha256).map_err(|x| bad(x.to_string()))?;
             if let Some(d) = &e.distro {
@@ -283,10 +283,7 @@ where
     if content_length.is_some_and(|n| n > limit) {
         return Err(DomainError::TooLarge { limit }.into());
     }
-    let quota = k
-        .organization_id
-        .as_ref()
-        .map(|o| st.quotas.limits_for(o.as_str()));
+    let quota = k.organization_id.as_ref().map(|o| st.quotas.limits_for(o.as_str()));
     if let (Some(n), Some(org), Some(l)) = (content_length, &k.organization_id, quota) {
         db::usage::bytes_fit(&st.db, org.as_str(), k.region_id.as_str(), n, l).await?;
     }
@@ -387,42 +384,51 @@ async fn remove_files(store: &strata_providers::BlobStore, id: KernelId, artifac
     }
 }
 
-/// Extracts a staged bundle with the hardened extractor and checks its vmlinux. The files live in
-/// a directory the returned guard removes when dropped.
+/// Extracts a staged bundle with the hardened extractor (`strata_providers::archive`), which also
+/// checks the vmlinux against the architecture. The files live in a directory the returned guard
+/// removes when dropped.
 async fn unpack_bundle(
     st: &AppState,
     k: &Kernel,
     staged: StagedFile,
 ) -> ApiResult<(KernelFormat, Vec<(KernelArtifact, StagedFile)>, DirGuard)> {
+    use strata_providers::archive::kernel_bundle::{BundleLimits, extract_kernel_bundle_async};
     let dir = DirGuard(st.kernels.staging_dir.join(format!("bundle-{}", uuid::Uuid::new_v4())));
-    let extracted = crate::service::kernel_bundle::extract(&staged.path, &dir.0, st.kernels.max_bytes).await?;
+    tokio::fs::create_dir_all(&dir.0)
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("creating a bundle staging directory: {e}")))?;
+    let limits = BundleLimits {
+        max_bundle_bytes: st.kernels.max_bytes,
+        ..BundleLimits::default()
+    };
+    // Size and sha256 were checked while staging.
+    let result = extract_kernel_bundle_async(staged.path.clone(), None, k.architecture, dir.0.clone(), limits).await;
     drop(staged);
-    let mut files = Vec::new();
-    for (artifact, path) in extracted {
-        let (size, sha256) = hash_file(&path)
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing an extracted kernel file: {e}")))?;
-        let head = read_head(&path)
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("reading an extracted kernel file: {e}")))?;
-        files.push((
-            artifact,
-            StagedFile {
-                path,
-                size,
-                sha256,
-                head,
-            },
-        ));
-    }
-    let vmlinux = files
-        .iter()
-        .find(|(a, _)| *a == KernelArtifact::Vmlinux)
-        .ok_or_else(|| DomainError::InvalidArchive {
-            reason: "the bundle has no vmlinux".into(),
-        })?;
-    let detected = KernelFormat::validate(&vmlinux.1.head, k.architecture).map_err(DomainError::from)?;
-    Ok((detected.format, files, dir))
+    let bundle = result.map_err(|e| match e.to_domain() {
+        Some(d) => ApiError::from(d),
+        None => ApiError::internal(anyhow::anyhow!("extracting a kernel bundle: {e}")),
+    })?;
+    let files = [
+        (KernelArtifact::Vmlinux, Some(bundle.vmlinux)),
+        (KernelArtifact::Initrd, bundle.initrd),
+        (KernelArtifact::Modules, bundle.modules),
+    ]
+    .into_iter()
+    .filter_map(|(a, f)| {
+        f.map(|f| {
+            (
+                a,
+                StagedFile {
+                    path: f.path,
+                    size: f.size,
+                    sha256: f.sha256,
+                    head: Vec::new(),
+                },
+            )
+        })
+    })
+    .collect();
+    Ok((bundle.kernel.format, files, dir))
 }
 
 /// Removes a staging directory tree when dropped.
@@ -432,14 +438,6 @@ impl Drop for DirGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn read_head(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let f = tokio::fs::File::open(path).await?;
-    let mut head = Vec::with_capacity(DETECT_LEN);
-    f.take(DETECT_LEN as u64).read_to_end(&mut head).await?;
-    Ok(head)
 }
 
 pub enum Download {
@@ -581,7 +579,11 @@ pub async fn register_consumer(
 }
 
 /// The owner (or a platform admin, for global kernels) sees every consumer; others their own.
-pub async fn list_consumers<S>(st: &AppState, access: &OrgRegion<S>, kernel: KernelId) -> ApiResult<Vec<KernelConsumerRow>> {
+pub async fn list_consumers<S>(
+    st: &AppState,
+    access: &OrgRegion<S>,
+    kernel: KernelId,
+) -> ApiResult<Vec<KernelConsumerRow>> {
     let k = find_visible(st, access, kernel).await?;
     let sees_all = k.modifiable_by(&access.org, access.principal.platform_admin);
     db::kernels::list_consumers(&st.db, kernel, (!sees_all).then_some(&access.org)).await

@@ -5,7 +5,6 @@ pub mod body;
 pub mod consumers;
 pub mod images;
 pub mod imports;
-pub mod kernel_bundle;
 pub mod kernels;
 pub mod query;
 pub mod sweeper;
