@@ -666,3 +666,61 @@ pub async fn query(
     };
     Ok(Page { items, next_page_token })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_from_toml_and_json_file() {
+        let dir = std::env::temp_dir().join(format!("strata-catalog-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("catalog.json");
+        std::fs::write(
+            &json,
+            format!(
+                r#"[{{"name": "arm", "architecture": "aarch64", "version": "6.8", "url": "https://m.example/a.tar",
+                     "sha256": "{}", "sizeBytes": 1}}]"#,
+                "b".repeat(64)
+            ),
+        )
+        .unwrap();
+        let toml = dir.join("strata.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                r#"
+[kernels]
+catalog_file = "{}"
+
+[[kernel_catalog]]
+name = "debian-12"
+distro = "debian"
+architecture = "x86_64"
+version = "6.1.0-18"
+url = "https://m.example/d.tar.zst"
+sha256 = "sha256:{}"
+sizeBytes = 123
+description = "Debian"
+"#,
+                json.display(),
+                "A".repeat(64)
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&toml), &Default::default()).unwrap();
+        let s = KernelSettings::from_config(&cfg).unwrap();
+        let names: Vec<_> = s.catalog.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["debian-12", "arm"]);
+        assert_eq!(s.catalog[0].sha256, "a".repeat(64));
+        assert_eq!(s.catalog[0].size_bytes, 123);
+
+        let mut bad = cfg.clone();
+        bad.kernel_catalog[0].architecture = "sparc".into();
+        assert!(KernelSettings::from_config(&bad).is_err());
+        let mut twice = cfg.clone();
+        twice.kernel_catalog.push(twice.kernel_catalog[0].clone());
+        assert!(KernelSettings::from_config(&twice).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
