@@ -880,3 +880,35 @@ both!(
         assert!(files_under(&staging).is_empty(), "{:?}", files_under(&staging));
     }
 );
+
+both!(delete_races_with_a_new_reference, |app: TestApp| async move {
+    // A kernel delete and a PATCH that makes an image use the kernel, at the same time, many
+    // times: the database decides, so an image never ends up pointing at a deleted kernel.
+    let t = app.token(&["a"]);
+    let images = format!("{}/images", app.v1("a", "local"));
+    let img = app.create_named("a", &t, "racer").await;
+    let iurl = format!("{images}/{}", img["id"].as_str().unwrap());
+    for i in 0..8 {
+        let k = ready_kernel(&app, "a", &t, &format!("k{i}"), "x86_64").await;
+        let kid = k["id"].as_str().unwrap().to_owned();
+        let del = app.req(Method::DELETE, &format!("{}/{kid}", kernels_url(&app, "a")), &t);
+        let patch = app
+            .req(Method::PATCH, &iurl, &t)
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"kernelId": kid}).to_string());
+        let (d, p) = tokio::join!(del.send(), patch.send());
+        let (d, p) = (d.unwrap(), p.unwrap());
+        let (ds, ps) = (d.status(), p.status());
+        let pbody: Value = p.json().await.unwrap();
+        let now: Value = app.req(Method::GET, &iurl, &t).send().await.unwrap().json().await.unwrap();
+        if ds == StatusCode::NO_CONTENT {
+            assert_eq!(ps, StatusCode::UNPROCESSABLE_ENTITY, "{pbody}");
+            assert_eq!(pbody["error"], "invalid-kernel");
+            assert_ne!(now["kernelId"], kid.as_str());
+        } else {
+            assert_eq!(ds, StatusCode::CONFLICT);
+            assert_eq!(ps, StatusCode::OK, "{pbody}");
+            assert_eq!(now["kernelId"], kid.as_str());
+        }
+    }
+});
