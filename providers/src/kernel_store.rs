@@ -1,5 +1,6 @@
 //! Kernel files: staged on local disk (size-capped and hashed as they arrive), then copied into the
-//! region's blob storage under `kernels/<kernel id>/<artifact>/<blob id>`.
+//! region's blob storage under `kernels/<kernel id>/<blob id>` (each file has its own blob id;
+//! which blob is which file is recorded in the database).
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use strata_domain::ids::BlobId;
-use strata_domain::kernel::{KernelArtifact, KernelId};
+use strata_domain::kernel::KernelId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::blob::{BlobRead, BlobStore, StorageError};
@@ -19,19 +20,13 @@ const PART: usize = 8 << 20;
 
 impl BlobStore {
     /// The one place kernel object keys are made.
-    pub fn kernel_key(kernel: KernelId, artifact: KernelArtifact, blob: BlobId) -> ObjectPath {
-        ObjectPath::from(format!("kernels/{kernel}/{artifact}/{blob}"))
+    pub fn kernel_key(kernel: KernelId, blob: BlobId) -> ObjectPath {
+        ObjectPath::from(format!("kernels/{kernel}/{blob}"))
     }
 
     /// Copies a staged file into storage. Nothing is visible under the key unless it completes.
-    pub async fn put_kernel_file(
-        &self,
-        kernel: KernelId,
-        artifact: KernelArtifact,
-        blob: BlobId,
-        file: &Path,
-    ) -> Result<(), StorageError> {
-        let key = Self::kernel_key(kernel, artifact, blob);
+    pub async fn put_kernel_file(&self, kernel: KernelId, blob: BlobId, file: &Path) -> Result<(), StorageError> {
+        let key = Self::kernel_key(kernel, blob);
         let io = |e: std::io::Error| StorageError::Config(format!("reading a staged kernel file: {e}"));
         let mut f = tokio::fs::File::open(file).await.map_err(io)?;
         let upload = self.inner.put_multipart(&key).await?;
@@ -61,7 +56,6 @@ impl BlobStore {
     pub async fn open_kernel_file(
         &self,
         kernel: KernelId,
-        artifact: KernelArtifact,
         blob: BlobId,
         range: Option<(u64, u64)>,
     ) -> Result<BlobRead, StorageError> {
@@ -69,23 +63,15 @@ impl BlobStore {
             range: range.map(|(s, e)| GetRange::Bounded(s..e + 1)),
             ..Default::default()
         };
-        let res = self
-            .inner
-            .get_opts(&Self::kernel_key(kernel, artifact, blob), options)
-            .await?;
+        let res = self.inner.get_opts(&Self::kernel_key(kernel, blob), options).await?;
         let size = res.meta.size;
         let stream = res.into_stream().map_err(StorageError::from).boxed();
         Ok(BlobRead { size, stream })
     }
 
     /// Deletes a kernel file; what is already gone is not an error.
-    pub async fn delete_kernel_file(
-        &self,
-        kernel: KernelId,
-        artifact: KernelArtifact,
-        blob: BlobId,
-    ) -> Result<(), StorageError> {
-        match self.inner.delete(&Self::kernel_key(kernel, artifact, blob)).await {
+    pub async fn delete_kernel_file(&self, kernel: KernelId, blob: BlobId) -> Result<(), StorageError> {
+        match self.inner.delete(&Self::kernel_key(kernel, blob)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

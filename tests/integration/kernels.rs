@@ -900,7 +900,14 @@ both!(delete_races_with_a_new_reference, |app: TestApp| async move {
         let (d, p) = (d.unwrap(), p.unwrap());
         let (ds, ps) = (d.status(), p.status());
         let pbody: Value = p.json().await.unwrap();
-        let now: Value = app.req(Method::GET, &iurl, &t).send().await.unwrap().json().await.unwrap();
+        let now: Value = app
+            .req(Method::GET, &iurl, &t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if ds == StatusCode::NO_CONTENT {
             assert_eq!(ps, StatusCode::UNPROCESSABLE_ENTITY, "{pbody}");
             assert_eq!(pbody["error"], "invalid-kernel");

@@ -371,14 +371,14 @@ async fn store_files(
                 sha256: f.sha256.clone(),
             },
         );
-        store.put_kernel_file(id, *artifact, blob, &f.path).await?;
+        store.put_kernel_file(id, blob, &f.path).await?;
     }
     Ok(())
 }
 
 async fn remove_files(store: &strata_providers::BlobStore, id: KernelId, artifacts: &Artifacts) {
     for (a, info) in artifacts.iter() {
-        if let Err(e) = store.delete_kernel_file(id, a, info.blob).await {
+        if let Err(e) = store.delete_kernel_file(id, info.blob).await {
             tracing::warn!(kernel = %id, artifact = %a, blob = %info.blob, error = %e, "removing a kernel file failed");
         }
     }
@@ -479,13 +479,13 @@ pub async fn download<S>(
         _ => range,
     };
     let store = &access.region.store;
-    let (id, a, blob) = (file.kernel.id, file.artifact, file.info.blob);
+    let (id, blob) = (file.kernel.id, file.info.blob);
     match parse_range(range, file.info.size) {
         RangeRequest::Full => Ok(Download::Full {
-            body: store.open_kernel_file(id, a, blob, None).await?,
+            body: store.open_kernel_file(id, blob, None).await?,
         }),
         RangeRequest::Partial { start, end } => Ok(Download::Partial {
-            body: store.open_kernel_file(id, a, blob, Some((start, end))).await?,
+            body: store.open_kernel_file(id, blob, Some((start, end))).await?,
             start,
             end,
         }),
