@@ -805,6 +805,8 @@ both!(
             assert!(listing.contains("foo.ko"), "{listing}");
         }
         assert_eq!(stored_kernel_files(&app).await.len(), 9);
+        let staging = app.cfg.data_dir.join("staging");
+        assert!(files_under(&staging).is_empty(), "{:?}", files_under(&staging));
     }
 );
 
@@ -919,3 +921,23 @@ both!(delete_races_with_a_new_reference, |app: TestApp| async move {
         }
     }
 });
+
+both!(
+    size_cap,
+    config = |c: &mut strata_api::Config| c.kernels.max_bytes = 4096,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        for (source, what) in [("upload", "file"), ("upload-bundle", "bundle")] {
+            let k = create_kernel(
+                &app,
+                "acme",
+                &t,
+                json!({"name": source, "version": "6.1", "source": {"type": source}}),
+            )
+            .await;
+            let res = put_file(&app, "acme", &t, k["id"].as_str().unwrap(), what, elf_x86_64()).await;
+            expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
+        }
+        assert!(stored_kernel_files(&app).await.is_empty());
+    }
+);
