@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(b) => {
             let allowed = BTreeSet::from(["vmlinux".into(), "initrd.img".into(), "modules.tar".into()]);
             assert!(produced.is_subset(&allowed), "{produced:?}");
-            assert_eq!(std::fs::metadata(&b.vmlinux.path).expect("vmlinux").len(), b.vmlinux.size);
+            assert_eq!(
+                std::fs::metadata(&b.vmlinux.path).expect("vmlinux").len(),
+                b.vmlinux.size
+            );
             if let Some(m) = &b.modules {
                 let mut count = 0u64;
                 let mut visit = |e: &mut Entry<'_>| -> Result<(), ArchiveError> {

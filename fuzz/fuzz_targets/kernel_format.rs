@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(e) => {
                 let domain = DomainError::from(e);
-                assert!(matches!(domain.code(), "unsupported-kernel-format" | "architecture-mismatch"));
+                assert!(matches!(
+                    domain.code(),
+                    "unsupported-kernel-format" | "architecture-mismatch"
+                ));
                 assert!(!domain.to_string().is_empty());
             }
         }
