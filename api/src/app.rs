@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::error::{ApiError, bad_request};
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
-use crate::service::imports::Importer;
+use crate::service::imports::UrlImport;
+use crate::service::jobs::JobRunner;
 use crate::service::sweeper::Sweeper;
 use crate::state::{AppState, build_regions};
 use crate::{db, middleware, routes};
@@ -27,7 +28,7 @@ use crate::{db, middleware, routes};
 pub struct Application {
     server: Server,
     addr: SocketAddr,
-    importer: Arc<Importer>,
+    jobs: Arc<JobRunner>,
     sweeper: Sweeper,
     stop_workers: watch::Sender<bool>,
     /// The separate `/metrics` listener, when `[server] metrics_listen` is set.
@@ -46,7 +47,7 @@ impl Application {
         let verifier = Verifier::from_config(&cfg)?;
         let (stop_workers, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new(cfg.server.metrics_listen.is_some()));
-        let importer = Arc::new(Importer::new(
+        let mut jobs = JobRunner::new(
             db.clone(),
             regions.clone(),
             cfg.imports.clone(),
@@ -54,7 +55,9 @@ impl Application {
             cfg.limits.max_image_bytes,
             stop_rx,
             metrics.clone(),
-        )?);
+        );
+        jobs.register(UrlImport::new(&cfg.imports)?);
+        let jobs = Arc::new(jobs);
         let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone(), metrics.clone());
         let state = web::Data::new(AppState {
             db,
@@ -62,7 +65,7 @@ impl Application {
             verifier,
             limits: cfg.limits.clone(),
             quotas: cfg.quotas.clone(),
-            importer: importer.clone(),
+            jobs: jobs.clone(),
             metrics: metrics.clone(),
             kernels,
         });
@@ -147,7 +150,7 @@ impl Application {
         Ok(Self {
             server,
             addr,
-            importer,
+            jobs,
             sweeper,
             stop_workers,
             metrics_server,
@@ -177,7 +180,7 @@ impl Application {
     /// server stops accepting and lets running requests finish, then import workers hand their
     /// jobs back (leases released) so another process can continue at once.
     pub async fn run(self) -> std::io::Result<()> {
-        let workers = tokio::spawn(self.importer.clone().run());
+        let workers = tokio::spawn(self.jobs.clone().run());
         let sweeper = tokio::spawn(self.sweeper.run(self.stop_workers.subscribe()));
         let metrics_server = self.metrics_server.map(|(s, _)| (s.handle(), tokio::spawn(s)));
         let watchdog = self.watchdog.spawn();
@@ -234,4 +237,26 @@ async fn unknown_route(req: HttpRequest, known: web::Data<KnownRoutes>) -> Resul
         .into()),
         None => Err(DomainError::not_found(ResourceKind::Route, req.path()).into()),
     }
+}
+
+/// Everything `strata serve` would refuse at start, checked without side effects.
+pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let url = cfg.database_url();
+    let scheme = url.expose_secret().split(':').next().unwrap_or_default().to_owned();
+    if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
+        anyhow::bail!("database.url: unsupported scheme {scheme:?}; use sqlite:// or postgres://");
+    }
+    crate::state::check_regions(cfg)?;
+    crate::service::imports::fetch_policy(&cfg.imports)?;
+    crate::service::kernels::KernelSettings::from_config(cfg)?;
+    // Keys other than the development key (which is created at first start) must load now.
+    let mut without_dev = cfg.clone();
+    without_dev.auth.dev_key = false;
+    if !without_dev.auth.keys.is_empty() || without_dev.auth.jwks_file.is_some() {
+        crate::auth::Verifier::from_config(&without_dev)?;
+    } else if !cfg.auth.dev_key {
+        anyhow::bail!("auth: no keys configured and dev_key is off; no token could ever be verified");
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Typed, layered configuration: built-in defaults, then the TOML file, then `STRATA__SECTION__KEY`
 //! environment variables, then command-line flags. Secrets are `SecretString`s: they never print.
+//! A leaf module: it imports nothing of the application; what the application refuses at start
+//! is checked by `app::check_config`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -456,26 +458,4 @@ impl Config {
     pub fn dev_key_path(&self) -> PathBuf {
         self.data_dir.join("dev-signing-key")
     }
-}
-
-/// Everything `strata serve` would refuse at start, checked without side effects.
-pub fn check(cfg: &Config) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret;
-    let url = cfg.database_url();
-    let scheme = url.expose_secret().split(':').next().unwrap_or_default().to_owned();
-    if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
-        anyhow::bail!("database.url: unsupported scheme {scheme:?}; use sqlite:// or postgres://");
-    }
-    crate::state::check_regions(cfg)?;
-    crate::service::imports::fetch_policy(&cfg.imports)?;
-    crate::service::kernels::KernelSettings::from_config(cfg)?;
-    // Keys other than the development key (which is created at first start) must load now.
-    let mut without_dev = cfg.clone();
-    without_dev.auth.dev_key = false;
-    if !without_dev.auth.keys.is_empty() || without_dev.auth.jwks_file.is_some() {
-        crate::auth::Verifier::from_config(&without_dev)?;
-    } else if !cfg.auth.dev_key {
-        anyhow::bail!("auth: no keys configured and dev_key is off; no token could ever be verified");
-    }
-    Ok(())
 }

@@ -53,6 +53,17 @@ impl From<sea_orm::DbErr> for ApiError {
     }
 }
 
+/// The one edge from repositories: rules the database decided are the caller's; everything else
+/// is internal (logged, never sent).
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::Rule(d) => ApiError::Domain(d),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         ApiError::Internal(e.into())

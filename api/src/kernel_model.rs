@@ -110,6 +110,7 @@ impl From<&Kernel> for KernelView {
             status: StatusView {
                 state: k.status.state,
                 reason: k.status.reason.clone(),
+                reason_code: k.status.reason_code,
                 bytes_done: k.status.bytes_done,
                 bytes_total: k.status.bytes_total,
             },

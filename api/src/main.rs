@@ -135,7 +135,7 @@ async fn run(command: Command, serve_cfg: Option<anyhow::Result<Config>>) -> any
             listen,
             check_config: true,
         } => {
-            strata_api::config::check(&load(&common, listen)?)?;
+            strata_api::app::check_config(&load(&common, listen)?)?;
             println!("configuration ok");
             Ok(())
         }

@@ -421,16 +421,13 @@ pub struct DbGauges {
 }
 
 async fn db_gauges(st: &AppState) -> DbGauges {
-    let jobs = match crate::db::jobs::count_by_state(&st.db).await {
-        Ok((leased, waiting)) => {
-            let kind = crate::service::imports::KIND;
-            vec![(kind, "leased", leased), (kind, "waiting", waiting)]
+    let mut jobs = Vec::new();
+    for kind in st.jobs.kinds() {
+        match crate::db::jobs::count_by_state(&st.db, kind).await {
+            Ok((leased, waiting)) => jobs.extend([(kind, "leased", leased), (kind, "waiting", waiting)]),
+            Err(e) => tracing::warn!(error = %e, "metrics: counting import jobs failed"),
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: counting import jobs failed");
-            Vec::new()
-        }
-    };
+    }
     DbGauges {
         pool: st.db.pool_state(),
         jobs,

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use strata_domain::image::{Architecture, DiskFormat, Image, ImageKind, ImageState, OsInfo, SourceKind, Visibility};
+use strata_domain::image::{
+    Architecture, DiskFormat, Image, ImageKind, ImageState, OsInfo, ReasonCode, SourceKind, Visibility,
+};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::consumers::ConsumerRow;
@@ -29,6 +31,8 @@ pub struct StatusView {
     pub state: ImageState,
     /// Why the image is `failed`, for people.
     pub reason: Option<String>,
+    /// Why the image is `failed`, for programs: a stable code to branch on.
+    pub reason_code: Option<ReasonCode>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
 }
@@ -89,6 +93,7 @@ impl From<&Image> for ImageView {
             status: StatusView {
                 state: i.status.state,
                 reason: i.status.reason.clone(),
+                reason_code: i.status.reason_code,
                 bytes_done: i.status.bytes_done,
                 bytes_total: i.status.bytes_total,
             },

@@ -23,7 +23,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub limits: LimitsConfig,
     pub quotas: crate::config::QuotaConfig,
-    pub importer: Arc<crate::service::imports::Importer>,
+    /// Runs every asynchronous import (service::jobs).
+    pub jobs: Arc<crate::service::jobs::JobRunner>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub kernels: Arc<crate::service::kernels::KernelSettings>,
 }

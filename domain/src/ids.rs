@@ -117,6 +117,40 @@ impl fmt::Display for ImageId {
     }
 }
 
+/// A kernel id. UUIDv7, like image ids. Storage keys and import-job targets name kernels by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KernelId(Uuid);
+
+impl KernelId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+    pub fn from_uuid(u: Uuid) -> Self {
+        Self(u)
+    }
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| DomainError::invalid("kernelID", "must be a UUID"))
+    }
+}
+
+impl Default for KernelId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for KernelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Identifies one stored copy of an image's bytes. Each upload or import attempt writes under a
 /// fresh blob id, so concurrent or retried attempts never overwrite each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -95,6 +95,19 @@ string_enum!(
     ImageState, "status" { Pending => "pending", Importing => "importing", Ready => "ready", Failed => "failed" }
 );
 
+string_enum!(
+    /// Why an import failed, for clients to branch on (`status.reason` says it for people).
+    ReasonCode, "reasonCode" {
+        ChecksumMismatch => "checksum-mismatch",
+        FetchFailed => "fetch-failed",
+        UnsupportedDiskFormat => "unsupported-disk-format",
+        TooLarge => "too-large",
+        QuotaExceeded => "quota-exceeded",
+        CredentialsUnavailable => "credentials-unavailable",
+        Internal => "internal",
+    }
+);
+
 /// Operating system description, free-form but bounded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -157,6 +170,8 @@ pub struct Provenance {
 pub struct Status {
     pub state: ImageState,
     pub reason: Option<String>,
+    /// Set with `reason` when the image is `failed`.
+    pub reason_code: Option<ReasonCode>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
 }

@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::error::DomainError;
 use crate::ids::{BlobId, OrganizationId, RegionId};
@@ -16,39 +15,7 @@ pub use crate::kernel_format::KernelFormat;
 use crate::name::{Description, ImageName};
 use crate::tags::UserTags;
 
-/// A kernel id. UUIDv7, like image ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KernelId(Uuid);
-
-impl KernelId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-    pub fn from_uuid(u: Uuid) -> Self {
-        Self(u)
-    }
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-    pub fn parse(s: &str) -> Result<Self, DomainError> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| DomainError::invalid("kernelID", "must be a UUID"))
-    }
-}
-
-impl Default for KernelId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for KernelId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::ids::KernelId;
 
 string_enum!(
     /// Where a kernel's files came from.

@@ -7,7 +7,9 @@ mod m20261122_000002_import_jobs;
 mod m20261122_000003_usage;
 mod m20261122_000004_multipart_uploads;
 mod m20261202_000005_upload_leases;
-mod m20261203_000010_kernels;
+mod m20261203_100001_upload_object_keys;
+mod m20261203_100002_job_runner;
+mod m20261203_100010_kernels;
 
 pub struct Migrator;
 
@@ -20,7 +22,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_usage::Migration),
             Box::new(m20261122_000004_multipart_uploads::Migration),
             Box::new(m20261202_000005_upload_leases::Migration),
-            Box::new(m20261203_000010_kernels::Migration),
+            Box::new(m20261203_100001_upload_object_keys::Migration),
+            Box::new(m20261203_100002_job_runner::Migration),
+            Box::new(m20261203_100010_kernels::Migration),
         ]
     }
 }

@@ -1,5 +1,5 @@
-//! Blob storage for image bytes: one concrete type over `Arc<dyn ObjectStore>`, whatever the
-//! backend (local disk now, S3 later). Object keys are derived from typed ids here and nowhere else.
+//! Blob storage: one concrete type over `Arc<dyn ObjectStore>`, whatever the backend (local disk,
+//! S3). Objects are named by a typed [`BlobKey`] (crate::key), the only place keys are made.
 
 use std::sync::Arc;
 
@@ -11,6 +11,8 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt, WriteMultipart};
 use strata_domain::ids::{BlobId, ImageId};
+
+use crate::key::{BlobKey, PREFIXES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -55,7 +57,7 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
-/// Removes the staging files in one image directory that `doomed(name, metadata)` selects, then
+/// Removes the staging files in one key directory that `doomed(name, metadata)` selects, then
 /// the directory itself if that left it empty (as object_store's automatic cleanup would).
 fn remove_staging_in(
     dir: &std::path::Path,
@@ -80,12 +82,55 @@ fn remove_staging_in(
     Ok(removed)
 }
 
+/// Removes stale staging files anywhere under `dir`, and key directories that this leaves empty
+/// (never a prefix directory itself, `depth` 0).
+fn sweep_dir(
+    dir: &std::path::Path,
+    depth: usize,
+    older_than: std::time::Duration,
+    removed: &mut Vec<String>,
+) -> Result<(), StorageError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let subdirs: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    // keys are at most three segments deep: nothing below that is ours
+    if depth < 3 {
+        for sub in subdirs {
+            sweep_dir(&sub, depth + 1, older_than, removed)?;
+        }
+    }
+    let stale = |name: &str, meta: &std::fs::Metadata| {
+        let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+        meta.is_file() && name.contains('#') && age.is_some_and(|age| age >= older_than)
+    };
+    if depth == 0 {
+        // remove_staging_in would also try to remove the (empty) prefix directory
+        return Ok(());
+    }
+    removed.extend(remove_staging_in(dir, stale)?);
+    Ok(())
+}
+
+/// Runs filesystem work on the blocking pool, off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Config(format!("blocking storage task failed: {e}")))?
+}
+
 /// A stored object, as listed.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
     pub key: String,
-    /// The image and blob the key names, when it is an image key.
-    pub ids: Option<(ImageId, BlobId)>,
+    /// What the key names; `None` for a key no Strata version writes.
+    pub parsed: Option<BlobKey>,
     pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
@@ -167,107 +212,101 @@ impl BlobStore {
         }
     }
 
-    /// The one place object keys are made: `images/<image id>/<blob id>`.
-    pub fn image_key(image: ImageId, blob: BlobId) -> Path {
-        Path::from(format!("images/{image}/{blob}"))
-    }
-
-    /// Opens an image's bytes, optionally only the inclusive range `start..=end`.
-    pub async fn open(
-        &self,
-        image: ImageId,
-        blob: BlobId,
-        range: Option<(u64, u64)>,
-    ) -> Result<BlobRead, StorageError> {
+    /// Opens an object's bytes, optionally only the inclusive range `start..=end`.
+    pub async fn open(&self, key: &BlobKey, range: Option<(u64, u64)>) -> Result<BlobRead, StorageError> {
         let options = GetOptions {
             range: range.map(|(s, e)| GetRange::Bounded(s..e + 1)),
             ..Default::default()
         };
-        let res = self.inner.get_opts(&Self::image_key(image, blob), options).await?;
+        let res = self.inner.get_opts(&key.path(), options).await?;
         let size = res.meta.size;
         let stream = res.into_stream().map_err(StorageError::from).boxed();
         Ok(BlobRead { size, stream })
     }
 
-    /// Deletes an image's bytes. Deleting what is already gone is not an error.
-    pub async fn delete(&self, image: ImageId, blob: BlobId) -> Result<(), StorageError> {
-        match self.inner.delete(&Self::image_key(image, blob)).await {
+    /// Deletes an object. Deleting what is already gone is not an error.
+    pub async fn delete(&self, key: &BlobKey) -> Result<(), StorageError> {
+        self.delete_path(&key.path()).await
+    }
+
+    async fn delete_path(&self, path: &Path) -> Result<(), StorageError> {
+        match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Every stored object under `images/`, for the sweeper (and tests).
-    pub async fn list_images(&self) -> Result<Vec<StoredObject>, StorageError> {
-        let mut out = Vec::new();
-        let mut stream = self.inner.list(Some(&Path::from("images")));
+    async fn list_prefix(&self, prefix: &str, out: &mut Vec<StoredObject>) -> Result<(), StorageError> {
+        let mut stream = self.inner.list(Some(&Path::from(prefix)));
         while let Some(meta) = stream.next().await {
             let meta = meta?;
             out.push(StoredObject {
-                ids: Self::parse_image_key(meta.location.as_ref()),
+                parsed: BlobKey::parse(meta.location.as_ref()),
                 key: meta.location.to_string(),
                 last_modified: meta.last_modified,
             });
         }
+        Ok(())
+    }
+
+    /// Every stored object under every key prefix (images, kernels, cache), for the sweeper.
+    pub async fn list_all(&self) -> Result<Vec<StoredObject>, StorageError> {
+        let mut out = Vec::new();
+        for prefix in PREFIXES {
+            self.list_prefix(prefix, &mut out).await?;
+        }
         Ok(out)
     }
 
-    /// The inverse of [`Self::image_key`]; `None` for anything else.
-    pub fn parse_image_key(key: &str) -> Option<(ImageId, BlobId)> {
-        let mut parts = key.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("images"), Some(image), Some(blob), None) => Some((
-                ImageId::from_uuid(uuid::Uuid::parse_str(image).ok()?),
-                BlobId::from_uuid(uuid::Uuid::parse_str(blob).ok()?),
-            )),
-            _ => None,
-        }
+    /// Every stored object under `images/` (tests count an image region's bytes with it).
+    pub async fn list_images(&self) -> Result<Vec<StoredObject>, StorageError> {
+        let mut out = Vec::new();
+        self.list_prefix("images", &mut out).await?;
+        Ok(out)
     }
 
-    /// Deletes an object by the key [`Self::list_images`] returned.
+    /// Deletes an object by the key a listing returned.
     pub async fn delete_key(&self, key: &str) -> Result<(), StorageError> {
-        match self.inner.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.delete_path(&Path::from(key)).await
     }
 
-    /// Where readiness probes write; outside `images/`, so nothing mistakes a probe for data.
+    /// Where readiness probes write; outside every key prefix, so nothing mistakes a probe for data.
     fn probe_key() -> Path {
         Path::from(format!("health/probe-{}", uuid::Uuid::new_v4()))
     }
 
-    /// Removes whatever an earlier, interrupted write of this blob left: the object if it was
+    /// Removes whatever an earlier, interrupted write of this key left: the object if it was
     /// completed, and on local disk the staging files of an unfinished multipart write. Used when
     /// a job is taken over from a process that died.
-    pub async fn discard(&self, image: ImageId, blob: BlobId) -> Result<(), StorageError> {
-        self.delete(image, blob).await?;
+    pub async fn discard(&self, key: &BlobKey) -> Result<(), StorageError> {
+        self.delete(key).await?;
         if let Some(root) = &self.local_root {
-            let prefix = format!("{blob}#");
-            let dir = root.join("images").join(image.to_string());
-            remove_staging_in(&dir, |name, _| name.starts_with(&prefix))?;
+            let full = root.join(key.to_string());
+            let (Some(dir), Some(name)) = (full.parent(), full.file_name()) else {
+                return Ok(());
+            };
+            let (dir, prefix) = (dir.to_path_buf(), format!("{}#", name.to_string_lossy()));
+            blocking(move || remove_staging_in(&dir, |name, _| name.starts_with(&prefix))).await?;
         }
         Ok(())
     }
 
-    /// Removes local multipart staging files (`<key>#<n>`) not written to for `older_than`: what
-    /// a process killed mid-upload leaves. Returns the paths removed. No-op for object stores,
-    /// whose unfinished multipart uploads the upload ledger tracks instead.
-    pub fn sweep_staging(&self, older_than: std::time::Duration) -> Result<Vec<String>, StorageError> {
-        let Some(root) = &self.local_root else {
+    /// Removes local multipart staging files (`<key>#<n>`) not written to for `older_than`, under
+    /// every key prefix: what a process killed mid-upload leaves. Returns the paths removed. No-op
+    /// for object stores, whose unfinished multipart uploads the upload ledger tracks instead.
+    /// The directory walk runs on the blocking pool.
+    pub async fn sweep_staging(&self, older_than: std::time::Duration) -> Result<Vec<String>, StorageError> {
+        let Some(root) = self.local_root.clone() else {
             return Ok(vec![]);
         };
-        let Ok(dirs) = std::fs::read_dir(root.join("images")) else {
-            return Ok(vec![]);
-        };
-        let mut removed = Vec::new();
-        for dir in dirs.flatten() {
-            removed.extend(remove_staging_in(&dir.path(), |name, meta| {
-                let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
-                name.contains('#') && age.is_some_and(|age| age >= older_than)
-            })?);
-        }
-        Ok(removed)
+        blocking(move || {
+            let mut removed = Vec::new();
+            for prefix in PREFIXES {
+                sweep_dir(&root.join(prefix), 0, older_than, &mut removed)?;
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     /// Is the backend usable? Writes and deletes a tiny probe object: listing alone succeeds on a
@@ -282,7 +321,12 @@ impl BlobStore {
     /// Starts writing an image's bytes. Nothing is visible under the key until
     /// [`BlobWriter::finish`]; dropping the writer unfinished aborts the upload.
     pub async fn begin_write(&self, image: ImageId, blob: BlobId) -> Result<BlobWriter, StorageError> {
-        let path = Self::image_key(image, blob);
+        self.writer(&BlobKey::image(image, blob)).await
+    }
+
+    /// Starts writing the object `key`; see [`Self::begin_write`].
+    pub async fn writer(&self, key: &BlobKey) -> Result<BlobWriter, StorageError> {
+        let path = key.path();
         let inner = match &self.multipart {
             Some(store) => {
                 let id = store.create_multipart(&path).await?;
@@ -310,12 +354,9 @@ impl BlobStore {
 
     /// Aborts a multipart upload by id, from any process (no-op for local disk, whose staging
     /// files [`Self::discard`] and [`Self::sweep_staging`] remove).
-    pub async fn abort_upload(&self, image: ImageId, blob: BlobId, upload_id: &str) -> Result<(), StorageError> {
+    pub async fn abort_upload(&self, key: &BlobKey, upload_id: &str) -> Result<(), StorageError> {
         if let Some(store) = &self.multipart {
-            match store
-                .abort_multipart(&Self::image_key(image, blob), &upload_id.to_owned())
-                .await
-            {
+            match store.abort_multipart(&key.path(), &upload_id.to_owned()).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }

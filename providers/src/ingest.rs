@@ -1,6 +1,7 @@
-//! The one streaming pipeline every way of getting bytes into Strata goes through (direct upload
-//! now, URL imports and archive loads later): inspect the head, then stream to storage while
-//! hashing and counting, with a size cap; on any failure the partial object is aborted.
+//! The one streaming pipeline every way of getting bytes into Strata goes through (uploads, URL
+//! imports, and later kernel artifacts, archives, ext4 builds): inspect the head with the
+//! [`Inspector`] of the artifact being stored, then stream to storage while hashing and counting,
+//! with a size cap; on any failure the partial object is aborted.
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -9,6 +10,34 @@ use strata_domain::disk_format::{self, INSPECT_LEN, PartitionTable, Rejected};
 use strata_domain::ids::{BlobId, ImageId};
 
 use crate::blob::{BlobStore, StorageError};
+use crate::key::BlobKey;
+
+/// Decides from the first bytes whether content is the artifact being stored (a raw disk, a
+/// kernel image, an archive, an ext4 filesystem), before a byte of it is written.
+pub trait Inspector: Send + Sync {
+    /// What the inspection found, returned with the stored object.
+    type Found: Send;
+    /// Why the content was refused; shown to the caller.
+    type Rejection: std::fmt::Display + std::fmt::Debug + Send;
+    /// How many leading bytes [`Self::inspect`] wants (it gets fewer when the content is shorter).
+    fn head_len(&self) -> usize;
+    fn inspect(&self, head: &[u8]) -> Result<Self::Found, Self::Rejection>;
+}
+
+/// A whole bootable disk, raw, with an MBR or GPT (domain::disk_format).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawDisk;
+
+impl Inspector for RawDisk {
+    type Found = PartitionTable;
+    type Rejection = Rejected;
+    fn head_len(&self) -> usize {
+        INSPECT_LEN
+    }
+    fn inspect(&self, head: &[u8]) -> Result<PartitionTable, Rejected> {
+        disk_format::inspect(head)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct IngestLimits {
@@ -18,16 +47,17 @@ pub struct IngestLimits {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ingested {
+pub struct Ingested<F = PartitionTable> {
     pub size: u64,
     pub sha256: String,
-    pub table: PartitionTable,
+    /// What the inspector found.
+    pub found: F,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError<E> {
-    #[error("unsupported disk format: {0}")]
-    Rejected(Rejected),
+pub enum IngestError<E, R = Rejected> {
+    #[error("refused by the inspector: {0}")]
+    Rejected(R),
     #[error("content exceeds {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("checksum mismatch")]
@@ -42,33 +72,39 @@ pub enum IngestError<E> {
 /// process that died can be found and aborted by another (takeover, sweeper).
 #[async_trait::async_trait]
 pub trait UploadLedger: Send + Sync {
-    /// Called before any data goes into the upload.
-    async fn started(&self, image: ImageId, blob: BlobId, upload_id: &str) -> Result<(), StorageError>;
+    /// Called before any data goes into the upload of `key`.
+    async fn record(&self, key: &BlobKey, upload_id: &str) -> Result<(), StorageError>;
+    /// [`Self::record`] for an image's blob.
+    async fn started(&self, image: ImageId, blob: BlobId, upload_id: &str) -> Result<(), StorageError> {
+        self.record(&BlobKey::image(image, blob), upload_id).await
+    }
     /// Called once the upload is completed or aborted.
     async fn ended(&self, upload_id: &str);
 }
 
-/// Streams `body` into the blob `(image, blob)`. Returns only after the object is complete and
-/// verified; on error nothing remains under the key.
-pub async fn ingest<S, E>(
+/// Streams `body` into the object `key`, after `inspector` accepted its head. Returns only after
+/// the object is complete and verified; on error nothing remains under the key.
+pub async fn ingest<S, E, I>(
     store: &BlobStore,
-    image: ImageId,
-    blob: BlobId,
+    key: &BlobKey,
     mut body: S,
+    inspector: &I,
     limits: &IngestLimits,
     ledger: Option<&dyn UploadLedger>,
     mut progress: impl FnMut(u64),
-) -> Result<Ingested, IngestError<E>>
+) -> Result<Ingested<I::Found>, IngestError<E, I::Rejection>>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
+    I: Inspector,
 {
     // 1. The head, held in memory until it has been inspected: a refused format writes nothing.
-    let mut head = BytesMut::with_capacity(INSPECT_LEN);
+    let head_len = inspector.head_len();
+    let mut head = BytesMut::with_capacity(head_len);
     let mut pending: Option<Bytes> = None;
-    while head.len() < INSPECT_LEN {
+    while head.len() < head_len {
         match body.next().await {
             Some(Ok(chunk)) => {
-                let room = INSPECT_LEN - head.len();
+                let room = head_len - head.len();
                 if chunk.len() > room {
                     head.extend_from_slice(&chunk[..room]);
                     pending = Some(chunk.slice(room..));
@@ -85,12 +121,12 @@ where
             });
         }
     }
-    let table = disk_format::inspect(&head).map_err(IngestError::Rejected)?;
+    let found = inspector.inspect(&head).map_err(IngestError::Rejected)?;
 
     // 2. Stream the rest. The writer aborts itself if this future is dropped.
-    let mut writer = store.begin_write(image, blob).await?;
+    let mut writer = store.writer(key).await?;
     let recorded = match (ledger, writer.upload_id().map(str::to_owned)) {
-        (Some(l), Some(id)) => match l.started(image, blob, &id).await {
+        (Some(l), Some(id)) => match l.record(key, &id).await {
             Ok(()) => Some((l, id)),
             Err(e) => {
                 let _ = writer.abort().await;
@@ -132,7 +168,7 @@ where
                 actual: sha256,
             });
         }
-        Ok(Ingested { size, sha256, table })
+        Ok(Ingested { size, sha256, found })
     }
     .await;
 
@@ -140,7 +176,7 @@ where
         Ok(done) => writer.finish().await.map(|()| done).map_err(IngestError::from),
         Err(e) => {
             if let Err(abort_err) = writer.abort().await {
-                tracing::warn!(error = %abort_err, %image, %blob, "aborting a failed upload failed");
+                tracing::warn!(error = %abort_err, %key, "aborting a failed upload failed");
             }
             Err(e)
         }
@@ -187,14 +223,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::local(dir.path()).unwrap();
         let data = samples::raw_mbr(3 * INSPECT_LEN + 17);
-        let (img, blob) = (ImageId::new(), BlobId::new());
+        let key = BlobKey::image(ImageId::new(), BlobId::new());
         let sha = hex::encode(Sha256::digest(&data));
         let mut seen = 0;
         let got = ingest(
             &store,
-            img,
-            blob,
+            &key,
             chunks(&data, 7000),
+            &RawDisk,
             &limits(1 << 30, Some(sha.clone())),
             None,
             |n| seen = n,
@@ -204,14 +240,7 @@ mod tests {
         assert_eq!(got.size, data.len() as u64);
         assert_eq!(got.sha256, sha);
         assert_eq!(seen, data.len() as u64);
-        let read = store
-            .inner
-            .get(&BlobStore::image_key(img, blob))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let read = store.inner.get(&key.path()).await.unwrap().bytes().await.unwrap();
         assert_eq!(&read[..], &data[..]);
     }
 
@@ -225,9 +254,9 @@ mod tests {
             async move {
                 ingest(
                     &store,
-                    ImageId::new(),
-                    BlobId::new(),
+                    &BlobKey::image(ImageId::new(), BlobId::new()),
                     chunks(&data, 4096),
+                    &RawDisk,
                     &l,
                     None,
                     |_| {},
@@ -258,9 +287,9 @@ mod tests {
         ]);
         let r = ingest(
             &store,
-            ImageId::new(),
-            BlobId::new(),
+            &BlobKey::image(ImageId::new(), BlobId::new()),
             broken,
+            &RawDisk,
             &limits(1 << 30, None),
             None,
             |_| {},

@@ -14,14 +14,15 @@ use strata_domain::kernel::KernelId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::blob::{BlobRead, BlobStore, StorageError};
+use crate::key::BlobKey;
 
 /// Part size of kernel file writes (S3's minimum part is 5 MiB).
 const PART: usize = 8 << 20;
 
 impl BlobStore {
-    /// The one place kernel object keys are made.
+    /// A kernel file's object key: the typed [`BlobKey::Kernel`].
     pub fn kernel_key(kernel: KernelId, blob: BlobId) -> ObjectPath {
-        ObjectPath::from(format!("kernels/{kernel}/{blob}"))
+        BlobKey::kernel(kernel, blob).path()
     }
 
     /// Copies a staged file into storage. Nothing is visible under the key unless it completes.

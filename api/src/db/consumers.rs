@@ -5,9 +5,9 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use strata_domain::ids::{ConsumerId, ImageId, OrganizationId};
 use strata_domain::{DomainError, ResourceKind};
 
+use super::DbResult;
 use super::entities::image_consumers;
 use super::{is_fk_violation, is_unique_violation, micros, now};
-use crate::error::ApiResult;
 
 pub use image_consumers::Model as ConsumerRow;
 
@@ -20,7 +20,7 @@ pub struct NewConsumer<'a> {
 }
 
 /// Registers or updates a consumer. Returns the row and whether it was created.
-pub async fn upsert(db: &Db, c: NewConsumer<'_>) -> ApiResult<(ConsumerRow, bool)> {
+pub async fn upsert(db: &Db, c: NewConsumer<'_>) -> DbResult<(ConsumerRow, bool)> {
     let at = micros(now());
     let row = image_consumers::ActiveModel {
         image_id: Set(c.image.to_string()),
@@ -68,7 +68,7 @@ fn key(image: ImageId, org: &OrganizationId, id: &ConsumerId) -> sea_orm::Condit
         .add(image_consumers::Column::ConsumerId.eq(id.as_str()))
 }
 
-async fn get(db: &Db, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> ApiResult<Option<ConsumerRow>> {
+async fn get(db: &Db, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> DbResult<Option<ConsumerRow>> {
     Ok(image_consumers::Entity::find()
         .filter(key(image, org, id))
         .one(db)
@@ -76,7 +76,7 @@ async fn get(db: &Db, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> 
 }
 
 /// Consumers of an image; `org` narrows to those one organization registered.
-pub async fn list(db: &Db, image: ImageId, org: Option<&OrganizationId>) -> ApiResult<Vec<ConsumerRow>> {
+pub async fn list(db: &Db, image: ImageId, org: Option<&OrganizationId>) -> DbResult<Vec<ConsumerRow>> {
     let mut sel = image_consumers::Entity::find().filter(image_consumers::Column::ImageId.eq(image.to_string()));
     if let Some(org) = org {
         sel = sel.filter(image_consumers::Column::OrganizationId.eq(org.as_str()));
@@ -88,7 +88,7 @@ pub async fn list(db: &Db, image: ImageId, org: Option<&OrganizationId>) -> ApiR
         .await?)
 }
 
-pub async fn delete(db: &Db, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> ApiResult<bool> {
+pub async fn delete(db: &Db, image: ImageId, org: &OrganizationId, id: &ConsumerId) -> DbResult<bool> {
     let res = image_consumers::Entity::delete_many()
         .filter(key(image, org, id))
         .exec(db)

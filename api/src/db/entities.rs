@@ -28,6 +28,7 @@ pub mod images {
         pub imported_at: i64,
         pub state: String,
         pub reason: Option<String>,
+        pub reason_code: Option<String>,
         pub bytes_done: i64,
         pub bytes_total: Option<i64>,
         pub size_bytes: Option<i64>,
@@ -98,10 +99,14 @@ pub mod import_jobs {
     #[sea_orm(table_name = "import_jobs")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub image_id: String,
+        pub id: String,
+        pub kind: String,
+        pub spec: String,
+        pub secrets_in_memory: bool,
+        pub target_kind: String,
+        pub target_id: String,
+        pub image_id: Option<String>,
         pub region_id: String,
-        pub url: String,
-        pub has_credentials: bool,
         pub attempt: i32,
         pub max_attempts: i32,
         pub lease_owner: Option<String>,
@@ -151,6 +156,8 @@ pub mod multipart_uploads {
         pub image_id: String,
         pub blob_id: String,
         pub started_at: i64,
+        /// The object being written (`BlobKey`); `image_id`/`blob_id` name its owner and attempt.
+        pub object_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -79,11 +79,6 @@ impl Db {
         }
     }
 
-    /// The raw connection, for the few callers that need sea-orm's own type (migrations).
-    pub(crate) fn raw(&self) -> &DatabaseConnection {
-        &self.conn
-    }
-
     /// Starts a transaction; it holds a connection (and a permit) until committed, rolled back
     /// or dropped (which rolls back).
     pub async fn begin(&self) -> Result<Txn, DbErr> {

@@ -17,9 +17,9 @@ use strata_domain::tags::UserTags;
 
 use super::entities::{image_consumers, image_tags, images};
 use super::usage;
+use super::{DbError, DbResult};
 use super::{from_micros, is_fk_violation, is_unique_violation, micros, nonneg, now};
 use crate::config::Limits;
-use crate::error::{ApiError, ApiResult};
 
 fn to_active(img: &Image) -> images::ActiveModel {
     images::ActiveModel {
@@ -43,6 +43,7 @@ fn to_active(img: &Image) -> images::ActiveModel {
         imported_at: Set(micros(img.provenance.imported_at)),
         state: Set(img.status.state.to_string()),
         reason: Set(img.status.reason.clone()),
+        reason_code: Set(img.status.reason_code.map(|c| c.to_string())),
         bytes_done: Set(img.status.bytes_done as i64),
         bytes_total: Set(img.status.bytes_total.map(|b| b as i64)),
         size_bytes: Set(img.size_bytes.map(|b| b as i64)),
@@ -85,6 +86,7 @@ fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Re
         status: Status {
             state: m.state.parse()?,
             reason: m.reason,
+            reason_code: m.reason_code.as_deref().map(str::parse).transpose()?,
             bytes_done: nonneg(m.bytes_done),
             bytes_total: m.bytes_total.map(nonneg),
         },
@@ -140,18 +142,18 @@ async fn load_user_tags<C: ConnectionTrait>(
     Ok(out)
 }
 
-async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> ApiResult<Vec<Image>> {
+async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> DbResult<Vec<Image>> {
     let mut tags = load_user_tags(c, rows.iter().map(|r| r.id.clone()).collect()).await?;
     rows.into_iter()
         .map(|r| {
             let t = tags.remove(&r.id).unwrap_or_default();
-            from_row(r, t).map_err(ApiError::Internal)
+            from_row(r, t).map_err(DbError::Corrupt)
         })
         .collect()
 }
 
 /// The kernel an image names was deleted between the check and the write: the foreign key said so.
-fn kernel_gone(img: &Image) -> ApiError {
+fn kernel_gone(img: &Image) -> DbError {
     DomainError::InvalidKernel {
         reason: format!(
             "kernel {} does not exist for this image",
@@ -162,7 +164,7 @@ fn kernel_gone(img: &Image) -> ApiError {
 }
 
 /// Inserts a new image. The unique indexes decide name conflicts, across replicas.
-pub async fn insert(db: &Db, img: &Image, limits: Option<Limits>) -> ApiResult<()> {
+pub async fn insert(db: &Db, img: &Image, limits: Option<Limits>) -> DbResult<()> {
     let txn = db.begin().await?;
     reserve_in(&txn, img, false, limits).await?;
     insert_in(&txn, img).await?;
@@ -176,7 +178,7 @@ pub async fn reserve_in<C: ConnectionTrait>(
     img: &Image,
     importing: bool,
     limits: Option<Limits>,
-) -> ApiResult<()> {
+) -> DbResult<()> {
     match (&img.organization_id, limits) {
         (Some(org), Some(l)) => usage::reserve_image(c, org.as_str(), img.region_id.as_str(), importing, l).await,
         _ => Ok(()),
@@ -184,7 +186,7 @@ pub async fn reserve_in<C: ConnectionTrait>(
 }
 
 /// [`insert`] inside the caller's transaction.
-pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> ApiResult<()> {
+pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> DbResult<()> {
     match images::Entity::insert(to_active(img)).exec(c).await {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
@@ -200,7 +202,7 @@ pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> ApiResult<()> 
     Ok(())
 }
 
-pub async fn find(db: &Db, region: &RegionId, id: ImageId) -> ApiResult<Option<Image>> {
+pub async fn find(db: &Db, region: &RegionId, id: ImageId) -> DbResult<Option<Image>> {
     let row = images::Entity::find_by_id(id.to_string())
         .filter(images::Column::RegionId.eq(region.as_str()))
         .one(db)
@@ -213,7 +215,7 @@ pub async fn find(db: &Db, region: &RegionId, id: ImageId) -> ApiResult<Option<I
 
 /// Writes the user-editable fields of `img` if the row is still at `expected_revision`.
 /// Returns false when someone else changed it first.
-pub async fn update_metadata(db: &Db, img: &Image, expected_revision: i64) -> ApiResult<bool> {
+pub async fn update_metadata(db: &Db, img: &Image, expected_revision: i64) -> DbResult<bool> {
     let txn = db.begin().await?;
     let res = images::Entity::update_many()
         .col_expr(images::Column::Name, Expr::value(img.name.to_string()))
@@ -260,7 +262,7 @@ pub async fn mark_ready(
     size: u64,
     sha256: &str,
     limits: Option<Limits>,
-) -> ApiResult<bool> {
+) -> DbResult<bool> {
     let txn = db.begin().await?;
     if !mark_ready_in(&txn, img.id, ImageState::Pending, blob, size, sha256).await? {
         return Ok(false);
@@ -277,7 +279,7 @@ pub async fn charge_in<C: ConnectionTrait>(
     region: &RegionId,
     size: u64,
     limits: Option<Limits>,
-) -> ApiResult<()> {
+) -> DbResult<()> {
     match (org, limits) {
         (Some(org), Some(l)) => usage::charge_bytes(c, org.as_str(), region.as_str(), size, l).await,
         _ => Ok(()),
@@ -292,11 +294,12 @@ pub async fn mark_ready_in<C: ConnectionTrait>(
     blob: BlobId,
     size: u64,
     sha256: &str,
-) -> ApiResult<bool> {
+) -> DbResult<bool> {
     let digest = format!("sha256:{sha256}");
     let res = images::Entity::update_many()
         .col_expr(images::Column::State, Expr::value(ImageState::Ready.to_string()))
         .col_expr(images::Column::Reason, Expr::value(Option::<String>::None))
+        .col_expr(images::Column::ReasonCode, Expr::value(Option::<String>::None))
         .col_expr(images::Column::BlobId, Expr::value(blob.to_string()))
         .col_expr(images::Column::SizeBytes, Expr::value(size as i64))
         .col_expr(images::Column::BytesDone, Expr::value(size as i64))
@@ -344,7 +347,7 @@ pub enum DeleteOutcome {
 /// `DELETE` statement (a `protected = false` condition and a `RESTRICT` foreign key from
 /// consumers), so a concurrent `PATCH protected` or consumer registration cannot slip between a
 /// check and the delete, on any number of replicas.
-pub async fn delete(db: &Db, img: &Image) -> ApiResult<DeleteOutcome> {
+pub async fn delete(db: &Db, img: &Image) -> DbResult<DeleteOutcome> {
     let id = img.id.to_string();
     let txn = db.begin().await?;
     // Conditional on the state we saw: what the image gives back to the quota depends on it.
@@ -403,7 +406,7 @@ pub async fn list_for_org(
     region: &RegionId,
     org: &OrganizationId,
     include_global: bool,
-) -> ApiResult<Vec<Image>> {
+) -> DbResult<Vec<Image>> {
     let mut who = Condition::any().add(images::Column::OrganizationId.eq(org.as_str()));
     if include_global {
         who = who.add(images::Column::OrganizationId.is_null());
@@ -419,7 +422,7 @@ pub async fn list_for_org(
 }
 
 /// One page of the v2 query, plus whether more follow.
-pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> ApiResult<(Vec<Image>, bool)> {
+pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
     use images::Column as C;
     let mut sel = images::Entity::find().filter(C::RegionId.eq(region.as_str()));
     sel = match (&q.organizations, q.include_global) {

@@ -1,23 +1,76 @@
-//! Import jobs. Every transition is a conditional update on `lease_owner`, so a process that lost
-//! its lease (it stalled, or the image was deleted) cannot overwrite the work of the one that has it.
+//! Import jobs, of every kind. Every transition is a conditional update on `lease_owner`, so a
+//! process that lost its lease (it stalled, or the target was deleted) cannot overwrite the work
+//! of the one that has it. How a finished job publishes its artifact depends on its target.
 
 use crate::db::Db;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use strata_domain::ids::{BlobId, ImageId, RegionId};
-use strata_domain::image::{Image, ImageState};
+use strata_domain::ids::{BlobId, ImageId, KernelId, OrganizationId, RegionId};
+use strata_domain::image::{Image, ImageState, ReasonCode};
+use strata_providers::BlobKey;
 
 use super::entities::{images, import_jobs};
 use super::usage;
+use super::{DbError, DbResult};
 use super::{micros, now};
 use crate::config::Limits;
-use crate::error::{ApiError, ApiResult};
+
+/// What a job produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobTarget {
+    Image(ImageId),
+    Kernel(KernelId),
+}
+
+impl JobTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobTarget::Image(_) => "image",
+            JobTarget::Kernel(_) => "kernel",
+        }
+    }
+
+    pub fn id(&self) -> uuid::Uuid {
+        match self {
+            JobTarget::Image(i) => i.as_uuid(),
+            JobTarget::Kernel(k) => k.as_uuid(),
+        }
+    }
+
+    /// Where an attempt of this job writes `blob`.
+    pub fn key(&self, blob: BlobId) -> BlobKey {
+        match *self {
+            JobTarget::Image(image) => BlobKey::image(image, blob),
+            JobTarget::Kernel(kernel) => BlobKey::kernel(kernel, blob),
+        }
+    }
+
+    fn parse(kind: &str, id: &str) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::parse_str(id).map_err(|e| anyhow::anyhow!("bad target id in import_jobs: {e}"))?;
+        match kind {
+            "image" => Ok(JobTarget::Image(ImageId::from_uuid(id))),
+            "kernel" => Ok(JobTarget::Kernel(KernelId::from_uuid(id))),
+            other => Err(anyhow::anyhow!("unknown target kind {other:?} in import_jobs")),
+        }
+    }
+}
+
+impl std::fmt::Display for JobTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind(), self.id())
+    }
+}
 
 pub struct Job {
-    pub image: ImageId,
+    pub id: uuid::Uuid,
+    /// Which [`crate::service::jobs::ImportKind`] runs it.
+    pub kind: String,
+    /// The kind's spec, as JSON (never a secret).
+    pub spec: String,
+    /// Part of the spec is held only in the memory of the process that accepted the job.
+    pub secrets_in_memory: bool,
+    pub target: JobTarget,
     pub region: RegionId,
-    pub url: String,
-    pub has_credentials: bool,
     pub attempt: i32,
     pub max_attempts: i32,
     pub blob: Option<BlobId>,
@@ -29,10 +82,12 @@ pub struct Job {
 fn from_row(m: import_jobs::Model) -> anyhow::Result<Job> {
     let uuid = |s: &str| uuid::Uuid::parse_str(s).map_err(|e| anyhow::anyhow!("bad uuid in import_jobs: {e}"));
     Ok(Job {
-        image: ImageId::from_uuid(uuid(&m.image_id)?),
+        id: uuid(&m.id)?,
+        target: JobTarget::parse(&m.target_kind, &m.target_id)?,
+        kind: m.kind,
+        spec: m.spec,
+        secrets_in_memory: m.secrets_in_memory,
         region: RegionId::parse(&m.region_id)?,
-        url: m.url,
-        has_credentials: m.has_credentials,
         attempt: m.attempt,
         max_attempts: m.max_attempts,
         blob: m.blob_id.as_deref().map(uuid).transpose()?.map(BlobId::from_uuid),
@@ -42,25 +97,31 @@ fn from_row(m: import_jobs::Model) -> anyhow::Result<Job> {
 }
 
 pub struct NewJob<'a> {
-    pub limits: Option<Limits>,
-    pub url: &'a str,
-    pub has_credentials: bool,
+    pub kind: &'static str,
+    pub spec: String,
+    pub secrets_in_memory: bool,
     pub max_attempts: i32,
     pub owner: &'a str,
     pub lease_until: i64,
 }
 
 /// Creates the image and its job in one transaction; the job starts leased by its creator.
-pub async fn create_with_job(db: &Db, img: &Image, job: NewJob<'_>) -> ApiResult<Job> {
+pub async fn create_with_image(db: &Db, img: &Image, limits: Option<Limits>, job: NewJob<'_>) -> DbResult<Job> {
     let txn = db.begin().await?;
-    super::images::reserve_in(&txn, img, true, job.limits).await?;
+    super::images::reserve_in(&txn, img, true, limits).await?;
     super::images::insert_in(&txn, img).await?;
     let at = micros(now());
+    let target = JobTarget::Image(img.id);
+    let id = uuid::Uuid::now_v7();
     import_jobs::Entity::insert(import_jobs::ActiveModel {
-        image_id: Set(img.id.to_string()),
+        id: Set(id.to_string()),
+        kind: Set(job.kind.to_owned()),
+        spec: Set(job.spec.clone()),
+        secrets_in_memory: Set(job.secrets_in_memory),
+        target_kind: Set(target.kind().to_owned()),
+        target_id: Set(target.id().to_string()),
+        image_id: Set(Some(img.id.to_string())),
         region_id: Set(img.region_id.to_string()),
-        url: Set(job.url.to_owned()),
-        has_credentials: Set(job.has_credentials),
         attempt: Set(1),
         max_attempts: Set(job.max_attempts),
         lease_owner: Set(Some(job.owner.to_owned())),
@@ -74,10 +135,12 @@ pub async fn create_with_job(db: &Db, img: &Image, job: NewJob<'_>) -> ApiResult
     .await?;
     txn.commit().await?;
     Ok(Job {
-        image: img.id,
+        id,
+        kind: job.kind.to_owned(),
+        spec: job.spec,
+        secrets_in_memory: job.secrets_in_memory,
+        target,
         region: img.region_id.clone(),
-        url: job.url.to_owned(),
-        has_credentials: job.has_credentials,
         attempt: 1,
         max_attempts: job.max_attempts,
         blob: None,
@@ -86,12 +149,20 @@ pub async fn create_with_job(db: &Db, img: &Image, job: NewJob<'_>) -> ApiResult
     })
 }
 
-/// Claims up to `limit` jobs whose lease has expired (their process died, stalled, or handed them
-/// back). Each claim is a conditional update, so two processes never get the same job.
-pub async fn claim_expired(db: &Db, owner: &str, lease_until: i64, limit: u64) -> ApiResult<Vec<Job>> {
+/// Claims up to `limit` jobs of the given kinds whose lease has expired (their process died,
+/// stalled, or handed them back). Each claim is a conditional update, so two processes never get
+/// the same job. A process only claims kinds it can run.
+pub async fn claim_expired(
+    db: &Db,
+    owner: &str,
+    lease_until: i64,
+    limit: u64,
+    kinds: &[&'static str],
+) -> DbResult<Vec<Job>> {
     let at = micros(now());
     let candidates = import_jobs::Entity::find()
         .filter(import_jobs::Column::LeaseExpiresAt.lt(at))
+        .filter(import_jobs::Column::Kind.is_in(kinds.iter().copied()))
         .order_by_asc(import_jobs::Column::LeaseExpiresAt)
         .limit(limit)
         .all(db)
@@ -106,13 +177,13 @@ pub async fn claim_expired(db: &Db, owner: &str, lease_until: i64, limit: u64) -
                 Expr::col(import_jobs::Column::Attempt).add(1),
             )
             .col_expr(import_jobs::Column::UpdatedAt, Expr::value(at))
-            .filter(import_jobs::Column::ImageId.eq(&c.image_id))
+            .filter(import_jobs::Column::Id.eq(&c.id))
             .filter(import_jobs::Column::LeaseExpiresAt.eq(c.lease_expires_at))
             .exec(db)
             .await?;
         if res.rows_affected == 1 {
             let taken_over = c.lease_owner.is_some();
-            let mut job = from_row(c).map_err(ApiError::Internal)?;
+            let mut job = from_row(c).map_err(DbError::Corrupt)?;
             job.attempt += 1;
             job.taken_over = taken_over;
             claimed.push(job);
@@ -121,47 +192,70 @@ pub async fn claim_expired(db: &Db, owner: &str, lease_until: i64, limit: u64) -
     Ok(claimed)
 }
 
-fn owned(image: ImageId, owner: &str) -> sea_orm::Condition {
+fn owned(job: uuid::Uuid, owner: &str) -> sea_orm::Condition {
     sea_orm::Condition::all()
-        .add(import_jobs::Column::ImageId.eq(image.to_string()))
+        .add(import_jobs::Column::Id.eq(job.to_string()))
         .add(import_jobs::Column::LeaseOwner.eq(owner))
 }
 
 /// Records the blob the current attempt writes. False: the lease is gone.
-pub async fn set_blob(db: &Db, image: ImageId, owner: &str, blob: BlobId) -> ApiResult<bool> {
+pub async fn set_blob(db: &Db, job: uuid::Uuid, owner: &str, blob: BlobId) -> DbResult<bool> {
     let res = import_jobs::Entity::update_many()
         .col_expr(import_jobs::Column::BlobId, Expr::value(blob.to_string()))
-        .filter(owned(image, owner))
+        .filter(owned(job, owner))
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)
 }
 
-/// Extends the lease and publishes progress. False: the lease is gone (taken over, or the image
+/// The organization whose quota the target counts against (`Some(None)`: a global artifact);
+/// `None` when the target is gone (deleted, and its job with it).
+pub async fn target_owner(db: &Db, target: JobTarget) -> DbResult<Option<Option<OrganizationId>>> {
+    match target {
+        JobTarget::Image(image) => {
+            let row = images::Entity::find_by_id(image.to_string()).one(db).await?;
+            row.map(|r| r.organization_id.as_deref().map(OrganizationId::parse).transpose())
+                .transpose()
+                .map_err(|e| DbError::corrupt(anyhow::anyhow!("bad organization id in images: {e}")))
+        }
+        JobTarget::Kernel(_) => Err(unsupported(target)),
+    }
+}
+
+fn unsupported(target: JobTarget) -> DbError {
+    DbError::corrupt(anyhow::anyhow!("import jobs for {target} are not supported yet"))
+}
+
+/// Extends the lease and publishes progress. False: the lease is gone (taken over, or the target
 /// was deleted and the job with it), and the caller must stop.
 pub async fn heartbeat(
     db: &Db,
-    image: ImageId,
+    job: &Job,
     owner: &str,
     lease_until: i64,
     bytes_done: u64,
     bytes_total: Option<u64>,
-) -> ApiResult<bool> {
+) -> DbResult<bool> {
     let res = import_jobs::Entity::update_many()
         .col_expr(import_jobs::Column::LeaseExpiresAt, Expr::value(lease_until))
-        .filter(owned(image, owner))
+        .filter(owned(job.id, owner))
         .exec(db)
         .await?;
     if res.rows_affected == 0 {
         return Ok(false);
     }
-    images::Entity::update_many()
-        .col_expr(images::Column::BytesDone, Expr::value(bytes_done as i64))
-        .col_expr(images::Column::BytesTotal, Expr::value(bytes_total.map(|b| b as i64)))
-        .filter(images::Column::Id.eq(image.to_string()))
-        .filter(images::Column::State.eq(ImageState::Importing.to_string()))
-        .exec(db)
-        .await?;
+    match job.target {
+        JobTarget::Image(image) => {
+            images::Entity::update_many()
+                .col_expr(images::Column::BytesDone, Expr::value(bytes_done as i64))
+                .col_expr(images::Column::BytesTotal, Expr::value(bytes_total.map(|b| b as i64)))
+                .filter(images::Column::Id.eq(image.to_string()))
+                .filter(images::Column::State.eq(ImageState::Importing.to_string()))
+                .exec(db)
+                .await?;
+        }
+        JobTarget::Kernel(_) => return Err(unsupported(job.target)),
+    }
     Ok(true)
 }
 
@@ -169,12 +263,12 @@ pub async fn heartbeat(
 /// (a graceful shutdown is not a failed attempt).
 pub async fn release(
     db: &Db,
-    image: ImageId,
+    job: uuid::Uuid,
     owner: &str,
     error: Option<&str>,
     retry_at: i64,
     refund: bool,
-) -> ApiResult<bool> {
+) -> DbResult<bool> {
     let mut upd = import_jobs::Entity::update_many()
         .col_expr(import_jobs::Column::LeaseOwner, Expr::value(Option::<String>::None))
         .col_expr(import_jobs::Column::LeaseExpiresAt, Expr::value(retry_at))
@@ -189,45 +283,65 @@ pub async fn release(
             Expr::col(import_jobs::Column::Attempt).sub(1),
         );
     }
-    let res = upd.filter(owned(image, owner)).exec(db).await?;
+    let res = upd.filter(owned(job, owner)).exec(db).await?;
     Ok(res.rows_affected == 1)
 }
 
-/// Success: the job goes, the image becomes `ready`, atomically. False: the lease or the image
-/// is gone, and the caller must remove the blob it wrote.
+/// What an attempt stored.
+pub struct Stored {
+    pub blob: BlobId,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Success: the job goes and the target becomes ready with what was stored, atomically. False:
+/// the lease or the target is gone, and the caller must remove what it wrote.
 pub async fn finish_ready(
     db: &Db,
-    image: ImageId,
+    job: &Job,
     owner: &str,
-    blob: BlobId,
-    size: u64,
-    sha256: &str,
+    stored: &Stored,
     limits: impl Fn(&str) -> Limits,
-) -> ApiResult<bool> {
+) -> DbResult<bool> {
+    let JobTarget::Image(image) = job.target else {
+        return Err(unsupported(job.target));
+    };
     let txn = db.begin().await?;
-    let Some(ended) = end_job(&txn, image, owner).await? else {
+    let Some(ended) = end_job(&txn, job, owner).await? else {
         return Ok(false);
     };
-    if !super::images::mark_ready_in(&txn, image, ImageState::Importing, blob, size, sha256).await? {
+    let ready = super::images::mark_ready_in(
+        &txn,
+        image,
+        ImageState::Importing,
+        stored.blob,
+        stored.size,
+        &stored.sha256,
+    )
+    .await?;
+    if !ready {
         return Ok(false);
     }
     if let Some((org, region)) = &ended.quota_owner {
-        usage::charge_bytes(&txn, org, region, size, limits(org)).await?;
+        usage::charge_bytes(&txn, org, region, stored.size, limits(org)).await?;
     }
     txn.commit().await?;
     Ok(true)
 }
 
 struct Ended {
-    /// The (organization, region) the image counts against; `None` for global images.
+    /// The (organization, region) the target counts against; `None` for global artifacts.
     quota_owner: Option<(String, String)>,
 }
 
 /// Inside `txn`: removes the job if this process still holds its lease and gives back its
-/// concurrent-import slot. `None`: the lease (or the image, and the job with it) is gone.
-async fn end_job(txn: &crate::db::Txn, image: ImageId, owner: &str) -> ApiResult<Option<Ended>> {
+/// concurrent-import slot. `None`: the lease (or the target, and the job with it) is gone.
+async fn end_job(txn: &crate::db::Txn, job: &Job, owner: &str) -> DbResult<Option<Ended>> {
+    let JobTarget::Image(image) = job.target else {
+        return Err(unsupported(job.target));
+    };
     let res = import_jobs::Entity::delete_many()
-        .filter(owned(image, owner))
+        .filter(owned(job.id, owner))
         .exec(txn)
         .await?;
     if res.rows_affected == 0 {
@@ -241,15 +355,20 @@ async fn end_job(txn: &crate::db::Txn, image: ImageId, owner: &str) -> ApiResult
     Ok(Some(Ended { quota_owner }))
 }
 
-/// Final failure: the job goes, the image becomes `failed` with a reason a person can act on.
-pub async fn finish_failed(db: &Db, image: ImageId, owner: &str, reason: &str) -> ApiResult<bool> {
+/// Final failure: the job goes, the target becomes `failed` with a stable code and a reason a
+/// person can act on.
+pub async fn finish_failed(db: &Db, job: &Job, owner: &str, code: ReasonCode, reason: &str) -> DbResult<bool> {
+    let JobTarget::Image(image) = job.target else {
+        return Err(unsupported(job.target));
+    };
     let txn = db.begin().await?;
-    if end_job(&txn, image, owner).await?.is_none() {
+    if end_job(&txn, job, owner).await?.is_none() {
         return Ok(false);
     }
     images::Entity::update_many()
         .col_expr(images::Column::State, Expr::value(ImageState::Failed.to_string()))
         .col_expr(images::Column::Reason, Expr::value(reason.to_owned()))
+        .col_expr(images::Column::ReasonCode, Expr::value(code.to_string()))
         .col_expr(images::Column::UpdatedAt, Expr::value(micros(now())))
         .col_expr(images::Column::Revision, Expr::col(images::Column::Revision).add(1))
         .filter(images::Column::Id.eq(image.to_string()))
@@ -259,16 +378,33 @@ pub async fn finish_failed(db: &Db, image: ImageId, owner: &str, reason: &str) -
     Ok(true)
 }
 
-/// Unfinished jobs across all processes: (leased by a live process, waiting to be claimed).
-/// A lease that expired counts as waiting: any process may claim it.
-pub async fn count_by_state(db: &Db) -> ApiResult<(u64, u64)> {
+/// Unfinished jobs of one kind across all processes: (leased by a live process, waiting to be
+/// claimed). A lease that expired counts as waiting: any process may claim it.
+pub async fn count_by_state(db: &Db, kind: &str) -> DbResult<(u64, u64)> {
     use sea_orm::PaginatorTrait;
     let at = micros(now());
     let leased = import_jobs::Entity::find()
+        .filter(import_jobs::Column::Kind.eq(kind))
         .filter(import_jobs::Column::LeaseOwner.is_not_null())
         .filter(import_jobs::Column::LeaseExpiresAt.gte(at))
         .count(db)
         .await?;
-    let all = import_jobs::Entity::find().count(db).await?;
+    let all = import_jobs::Entity::find()
+        .filter(import_jobs::Column::Kind.eq(kind))
+        .count(db)
+        .await?;
     Ok((leased, all.saturating_sub(leased)))
+}
+
+/// (target id, blob id) of the attempts running for these image ids: blobs the sweeper must keep.
+pub async fn image_attempt_blobs(db: &Db, image_ids: Vec<String>) -> DbResult<Vec<(String, String)>> {
+    let jobs = import_jobs::Entity::find()
+        .filter(import_jobs::Column::TargetKind.eq("image"))
+        .filter(import_jobs::Column::TargetId.is_in(image_ids))
+        .all(db)
+        .await?;
+    Ok(jobs
+        .into_iter()
+        .filter_map(|j| j.blob_id.map(|b| (j.target_id, b)))
+        .collect())
 }

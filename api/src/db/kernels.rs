@@ -15,9 +15,8 @@ use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
 
 use super::entities::{images, kernel_artifacts, kernel_consumers, kernel_tags, kernels};
-use super::{Db, from_micros, is_fk_violation, is_unique_violation, micros, nonneg, now, usage};
+use super::{Db, DbError, DbResult, from_micros, is_fk_violation, is_unique_violation, micros, nonneg, now, usage};
 use crate::config::Limits;
-use crate::error::{ApiError, ApiResult};
 
 pub use kernel_consumers::Model as KernelConsumerRow;
 
@@ -93,6 +92,7 @@ fn from_row(
         status: Status {
             state: m.state.parse()?,
             reason: m.reason,
+            reason_code: None,
             bytes_done: size,
             bytes_total: (size > 0).then_some(size),
         },
@@ -134,7 +134,7 @@ async fn write_tags<C: ConnectionTrait>(c: &C, k: &Kernel) -> Result<(), sea_orm
     Ok(())
 }
 
-async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<kernels::Model>) -> ApiResult<Vec<Kernel>> {
+async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<kernels::Model>) -> DbResult<Vec<Kernel>> {
     if rows.is_empty() {
         return Ok(vec![]);
     }
@@ -160,13 +160,13 @@ async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<kernels::Model>) -> ApiRes
         .map(|r| {
             let t = tags.remove(&r.id).unwrap_or_default();
             let f = files.remove(&r.id).unwrap_or_default();
-            from_row(r, t, f).map_err(ApiError::Internal)
+            from_row(r, t, f).map_err(DbError::corrupt)
         })
         .collect()
 }
 
 /// Inserts a new kernel; the unique indexes decide name conflicts.
-pub async fn insert(db: &Db, k: &Kernel) -> ApiResult<()> {
+pub async fn insert(db: &Db, k: &Kernel) -> DbResult<()> {
     let txn = db.begin().await?;
     match kernels::Entity::insert(to_active(k)).exec(&txn).await {
         Ok(_) => {}
@@ -183,7 +183,7 @@ pub async fn insert(db: &Db, k: &Kernel) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn find(db: &Db, region: &RegionId, id: KernelId) -> ApiResult<Option<Kernel>> {
+pub async fn find(db: &Db, region: &RegionId, id: KernelId) -> DbResult<Option<Kernel>> {
     let row = kernels::Entity::find_by_id(id.to_string())
         .filter(kernels::Column::RegionId.eq(region.as_str()))
         .one(db)
@@ -195,7 +195,7 @@ pub async fn find(db: &Db, region: &RegionId, id: KernelId) -> ApiResult<Option<
 }
 
 /// Writes the user-editable fields if the row is still at `expected_revision`.
-pub async fn update_metadata(db: &Db, k: &Kernel, expected_revision: i64) -> ApiResult<bool> {
+pub async fn update_metadata(db: &Db, k: &Kernel, expected_revision: i64) -> DbResult<bool> {
     let txn = db.begin().await?;
     let res = kernels::Entity::update_many()
         .col_expr(kernels::Column::Name, Expr::value(k.name.to_string()))
@@ -238,7 +238,7 @@ pub async fn mark_ready(
     files: &Artifacts,
     digest: &str,
     limits: Option<Limits>,
-) -> ApiResult<bool> {
+) -> DbResult<bool> {
     let id = k.id.to_string();
     let total = files.total_size();
     let txn = db.begin().await?;
@@ -307,7 +307,7 @@ pub enum DeleteOutcome {
 /// Deletes a kernel unless it is protected or referenced. Both are conditions of the one `DELETE`
 /// (`protected = false`, and RESTRICT foreign keys from `images.kernel_id` and consumers), so an
 /// image that starts using the kernel concurrently can never be left pointing at nothing.
-pub async fn delete(db: &Db, k: &Kernel) -> ApiResult<DeleteOutcome> {
+pub async fn delete(db: &Db, k: &Kernel) -> DbResult<DeleteOutcome> {
     let id = k.id.to_string();
     let txn = db.begin().await?;
     let res = kernels::Entity::delete_many()
@@ -368,7 +368,7 @@ pub async fn list_for_org(
     region: &RegionId,
     org: &OrganizationId,
     include_global: bool,
-) -> ApiResult<Vec<Kernel>> {
+) -> DbResult<Vec<Kernel>> {
     let mut who = Condition::any().add(kernels::Column::OrganizationId.eq(org.as_str()));
     if include_global {
         who = who.add(kernels::Column::OrganizationId.is_null());
@@ -390,7 +390,7 @@ pub async fn digests_present(
     region: &RegionId,
     org: &OrganizationId,
     digests: Vec<String>,
-) -> ApiResult<Vec<(bool, String)>> {
+) -> DbResult<Vec<(bool, String)>> {
     if digests.is_empty() {
         return Ok(vec![]);
     }
@@ -412,7 +412,7 @@ pub async fn digests_present(
 }
 
 /// One page of the v2 kernel query, plus whether more follow. The same model as images.
-pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> ApiResult<(Vec<Kernel>, bool)> {
+pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Kernel>, bool)> {
     use kernels::Column as C;
     let mut sel = kernels::Entity::find().filter(C::RegionId.eq(region.as_str()));
     sel = match (&q.organizations, q.include_global) {
@@ -497,7 +497,7 @@ pub async fn upsert_consumer(
     id: &ConsumerId,
     kind: String,
     description: Option<String>,
-) -> ApiResult<(KernelConsumerRow, bool)> {
+) -> DbResult<(KernelConsumerRow, bool)> {
     let at = micros(now());
     let row = kernel_consumers::ActiveModel {
         kernel_id: Set(kernel.to_string()),
@@ -536,7 +536,7 @@ pub async fn list_consumers(
     db: &Db,
     kernel: KernelId,
     org: Option<&OrganizationId>,
-) -> ApiResult<Vec<KernelConsumerRow>> {
+) -> DbResult<Vec<KernelConsumerRow>> {
     let mut sel = kernel_consumers::Entity::find().filter(kernel_consumers::Column::KernelId.eq(kernel.to_string()));
     if let Some(org) = org {
         sel = sel.filter(kernel_consumers::Column::OrganizationId.eq(org.as_str()));
@@ -548,7 +548,7 @@ pub async fn list_consumers(
         .await?)
 }
 
-pub async fn delete_consumer(db: &Db, kernel: KernelId, org: &OrganizationId, id: &ConsumerId) -> ApiResult<bool> {
+pub async fn delete_consumer(db: &Db, kernel: KernelId, org: &OrganizationId, id: &ConsumerId) -> DbResult<bool> {
     let res = kernel_consumers::Entity::delete_many()
         .filter(consumer_key(kernel, org, id))
         .exec(db)

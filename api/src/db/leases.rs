@@ -10,9 +10,9 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryF
 use strata_domain::DomainError;
 use strata_domain::ids::ImageId;
 
+use super::DbResult;
 use super::entities::upload_leases;
 use super::{is_unique_violation, micros, now};
-use crate::error::ApiResult;
 
 /// What a client refused with `too-many-uploads` is told to wait before retrying.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -32,7 +32,7 @@ fn expiry(lease: Duration) -> i64 {
 
 /// Takes the upload lease of `image` for `org`: `upload-in-progress` if another live upload holds
 /// it, `too-many-uploads` if the organization already has `limit` uploads in flight.
-pub async fn acquire(db: &Db, image: ImageId, org: &str, limit: u64, lease: Duration) -> ApiResult<UploadLease> {
+pub async fn acquire(db: &Db, image: ImageId, org: &str, limit: u64, lease: Duration) -> DbResult<UploadLease> {
     let image = image.to_string();
     let holder = uuid::Uuid::new_v4().to_string();
     // Leases whose holders stopped renewing them are gone.
@@ -109,7 +109,7 @@ impl UploadLease {
 }
 
 /// Removes every lapsed lease (the sweeper's job; `acquire` also removes the ones in its way).
-pub async fn remove_lapsed(db: &Db) -> ApiResult<u64> {
+pub async fn remove_lapsed(db: &Db) -> DbResult<u64> {
     let res = upload_leases::Entity::delete_many()
         .filter(upload_leases::Column::ExpiresAt.lt(micros(now())))
         .exec(db)
@@ -117,7 +117,7 @@ pub async fn remove_lapsed(db: &Db) -> ApiResult<u64> {
     Ok(res.rows_affected)
 }
 
-async fn delete(db: &Db, image: &str, holder: &str) -> ApiResult<()> {
+async fn delete(db: &Db, image: &str, holder: &str) -> DbResult<()> {
     upload_leases::Entity::delete_many()
         .filter(upload_leases::Column::ImageId.eq(image))
         .filter(upload_leases::Column::Holder.eq(holder))

@@ -14,6 +14,31 @@ pub mod usage;
 
 pub use handle::{Db, PoolState, Txn};
 
+/// What a repository call can fail with. Repositories speak this, not HTTP: the one conversion
+/// to `ApiError` is in `crate::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A rule the database decided (a name taken, a quota exceeded): the caller's error.
+    #[error(transparent)]
+    Rule(#[from] strata_domain::DomainError),
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    /// A row that does not convert to a domain value.
+    #[error("stored data: {0:#}")]
+    Corrupt(anyhow::Error),
+    /// Storage reached through a repository (aborting recorded uploads).
+    #[error(transparent)]
+    Storage(#[from] strata_providers::StorageError),
+}
+
+impl DbError {
+    pub(crate) fn corrupt(e: impl Into<anyhow::Error>) -> Self {
+        DbError::Corrupt(e.into())
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -65,9 +90,9 @@ fn redact_db_error(e: &DbErr) -> String {
     }
 }
 
-/// Applies pending migrations. On PostgreSQL, replicas starting together take turns: the
-/// migrations run in one transaction (PostgreSQL DDL is transactional) holding an advisory lock,
-/// so the second replica waits and then finds nothing left to do.
+/// Applies pending migrations, in one transaction (DDL is transactional on both backends). On
+/// PostgreSQL, replicas starting together take turns: the transaction holds an advisory lock, so
+/// the second replica waits and then finds nothing left to do.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     use sea_orm::{ConnectionTrait, DbBackend};
     if db.get_database_backend() == DbBackend::Postgres {
@@ -78,7 +103,11 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
         strata_migrations::Migrator::up(txn.raw(), None).await?;
         txn.commit().await?;
     } else {
-        strata_migrations::Migrator::up(db.raw(), None).await?;
+        // One connection for all of it: through the pool, a statement could run on a connection
+        // whose read snapshot predates a table the migration just dropped and recreated.
+        let txn = db.begin().await?;
+        strata_migrations::Migrator::up(txn.raw(), None).await?;
+        txn.commit().await?;
     }
     Ok(())
 }

@@ -6,10 +6,10 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use strata_domain::DomainError;
 
+use super::DbResult;
 use super::entities::org_usage;
 use super::nonneg;
 use crate::config::Limits;
-use crate::error::ApiResult;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -24,7 +24,7 @@ fn key(org: &str, region: &str) -> sea_orm::Condition {
         .add(org_usage::Column::RegionId.eq(region))
 }
 
-async fn ensure_row<C: ConnectionTrait>(c: &C, org: &str, region: &str) -> ApiResult<()> {
+async fn ensure_row<C: ConnectionTrait>(c: &C, org: &str, region: &str) -> DbResult<()> {
     let row = org_usage::ActiveModel {
         organization_id: Set(org.to_owned()),
         region_id: Set(region.to_owned()),
@@ -44,7 +44,7 @@ async fn ensure_row<C: ConnectionTrait>(c: &C, org: &str, region: &str) -> ApiRe
     Ok(())
 }
 
-pub async fn get<C: ConnectionTrait>(c: &C, org: &str, region: &str) -> ApiResult<Usage> {
+pub async fn get<C: ConnectionTrait>(c: &C, org: &str, region: &str) -> DbResult<Usage> {
     let row = org_usage::Entity::find().filter(key(org, region)).one(c).await?;
     Ok(row
         .map(|r| Usage {
@@ -62,7 +62,7 @@ pub async fn reserve_image<C: ConnectionTrait>(
     region: &str,
     importing: bool,
     l: Limits,
-) -> ApiResult<()> {
+) -> DbResult<()> {
     ensure_row(c, org, region).await?;
     let imp = i64::from(importing);
     let res = org_usage::Entity::update_many()
@@ -99,7 +99,7 @@ pub async fn reserve_image<C: ConnectionTrait>(
 }
 
 /// Charges `bytes` of stored content if the total stays within the limit.
-pub async fn charge_bytes<C: ConnectionTrait>(c: &C, org: &str, region: &str, bytes: u64, l: Limits) -> ApiResult<()> {
+pub async fn charge_bytes<C: ConnectionTrait>(c: &C, org: &str, region: &str, bytes: u64, l: Limits) -> DbResult<()> {
     ensure_row(c, org, region).await?;
     let res = org_usage::Entity::update_many()
         .col_expr(
@@ -129,7 +129,7 @@ pub async fn charge_bytes<C: ConnectionTrait>(c: &C, org: &str, region: &str, by
 
 /// Checks, without changing anything, whether `bytes` more would fit (to refuse early, before
 /// streaming; the charge itself is [`charge_bytes`]).
-pub async fn bytes_fit<C: ConnectionTrait>(c: &C, org: &str, region: &str, bytes: u64, l: Limits) -> ApiResult<()> {
+pub async fn bytes_fit<C: ConnectionTrait>(c: &C, org: &str, region: &str, bytes: u64, l: Limits) -> DbResult<()> {
     let u = get(c, org, region).await?;
     if u.bytes.saturating_add(bytes) > l.bytes {
         return Err(DomainError::QuotaExceeded {
@@ -151,7 +151,7 @@ pub async fn release<C: ConnectionTrait>(
     images: u64,
     bytes: u64,
     importing: u64,
-) -> ApiResult<()> {
+) -> DbResult<()> {
     let dec = |col: org_usage::Column, by: u64| {
         Expr::case(Expr::col(col).gte(by as i64), Expr::col(col).sub(by as i64)).finally(0)
     };

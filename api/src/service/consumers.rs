@@ -42,7 +42,7 @@ pub async fn register(
         .transpose()?
         .map(|d| d.as_str().to_owned());
     find_visible(st, access, image).await?;
-    db::consumers::upsert(
+    Ok(db::consumers::upsert(
         &st.db,
         NewConsumer {
             image,
@@ -52,7 +52,7 @@ pub async fn register(
             description,
         },
     )
-    .await
+    .await?)
 }
 
 /// The owner (or a platform admin, for global images) sees every consumer; other organizations
@@ -60,7 +60,7 @@ pub async fn register(
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, image: ImageId) -> ApiResult<Vec<ConsumerRow>> {
     let img = find_visible(st, access, image).await?;
     let sees_all = img.modifiable_by(&access.org, access.principal.platform_admin);
-    db::consumers::list(&st.db, image, (!sees_all).then_some(&access.org)).await
+    Ok(db::consumers::list(&st.db, image, (!sees_all).then_some(&access.org)).await?)
 }
 
 pub async fn unregister(

@@ -11,13 +11,14 @@ use strata_domain::name::{Description, ImageName};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
-use strata_providers::{BlobRead, IngestError, IngestLimits, ingest};
+use strata_providers::{BlobKey, BlobRead, IngestError, IngestLimits, RawDisk, ingest};
 
 use crate::db;
 use crate::db::images::DeleteOutcome;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{CreateImageRequest, PatchImageRequest, SourceSpec};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
+use crate::service::imports::{UrlImport, UrlRequest};
 use crate::state::AppState;
 use crate::tenancy::{ImagesWrite, OrgRegion};
 
@@ -50,7 +51,7 @@ pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::us
 }
 
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
-    db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await
+    Ok(db::images::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await?)
 }
 
 pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateImageRequest) -> ApiResult<Image> {
@@ -63,10 +64,16 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, req: CreateI
     crate::service::kernels::check_for_image(st, &img).await?;
     match url {
         None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
-        Some(raw) => {
-            let src = st.importer.check(&raw).await?;
-            img.provenance.reference = Some(src.redacted().to_owned());
-            st.importer.start(&img, src).await?;
+        Some(url) => {
+            let checked = st
+                .jobs
+                .check::<UrlImport>(UrlRequest {
+                    url,
+                    sha256: img.expected_sha256.clone(),
+                })
+                .await?;
+            img.provenance.reference = checked.reference.clone();
+            st.jobs.start_image::<UrlImport>(&img, checked).await?;
         }
     }
     tracing::info!(image = %img.id, name = %img.name, source = %img.provenance.source, "image created");
@@ -117,6 +124,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, req: CreateImageR
         status: Status {
             state,
             reason: None,
+            reason_code: None,
             bytes_done: 0,
             bytes_total: None,
         },
@@ -268,7 +276,8 @@ where
     };
     let store = &access.region.store;
     let ledger = db::uploads::DbLedger(&st.db, access.region_id());
-    let done = ingest(store, id, blob, body, &limits, Some(&ledger), |_| {})
+    let key = BlobKey::image(id, blob);
+    let done = ingest(store, &key, body, &RawDisk, &limits, Some(&ledger), |_| {})
         .await
         .map_err(|e| match e {
             IngestError::Rejected(r) => DomainError::UnsupportedDiskFormat {
@@ -290,7 +299,7 @@ where
     if !matches!(marked, Ok(true)) {
         // Over quota, a database error, or someone else completed or deleted the image while we
         // were copying: our bytes must not stay behind.
-        if let Err(e) = store.delete(id, blob).await {
+        if let Err(e) = store.delete(&key).await {
             tracing::warn!(image = %id, %blob, error = %e, "removing an upload that was not kept failed");
         }
     }
@@ -341,13 +350,13 @@ pub async fn download<S>(
         Some(h) if !if_range_holds(h, &file.image.file_etag()) => None,
         _ => range,
     };
-    let (id, store) = (file.image.id, &access.region.store);
+    let (key, store) = (BlobKey::image(file.image.id, file.blob), &access.region.store);
     match parse_range(range, file.size) {
         RangeRequest::Full => Ok(Download::Full {
-            body: store.open(id, file.blob, None).await?,
+            body: store.open(&key, None).await?,
         }),
         RangeRequest::Partial { start, end } => Ok(Download::Partial {
-            body: store.open(id, file.blob, Some((start, end))).await?,
+            body: store.open(&key, Some((start, end))).await?,
             start,
             end,
         }),
@@ -375,7 +384,7 @@ async fn delete_once(st: &AppState, access: &OrgRegion<ImagesWrite>, img: &Image
             if let Some(blob) = blob {
                 // The row is gone, so the image is deleted; a failure here leaves an orphan object
                 // for the sweeper, never a dangling row.
-                if let Err(e) = access.region.store.delete(id, blob).await {
+                if let Err(e) = access.region.store.delete(&BlobKey::image(id, blob)).await {
                     tracing::warn!(image = %id, %blob, error = %e, "removing a deleted image's bytes failed");
                 }
             }

@@ -95,7 +95,7 @@ pub async fn find_modifiable(st: &AppState, access: &OrgRegion<KernelsWrite>, id
 }
 
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Kernel>> {
-    db::kernels::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await
+    Ok(db::kernels::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await?)
 }
 
 /// How a new kernel's files will arrive.
@@ -155,6 +155,7 @@ pub async fn create(st: &AppState, access: &OrgRegion<KernelsWrite>, cmd: Create
         status: Status {
             state: ImageState::Pending,
             reason: None,
+            reason_code: None,
             bytes_done: 0,
             bytes_total: None,
         },
@@ -323,7 +324,9 @@ where
     drop(files);
     drop(dir);
     let marked = match stored {
-        Ok(()) => db::kernels::mark_ready(&st.db, &k, format, &artifacts, &digest, quota).await,
+        Ok(()) => db::kernels::mark_ready(&st.db, &k, format, &artifacts, &digest, quota)
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e),
     };
     if !matches!(marked, Ok(true)) {
@@ -575,7 +578,7 @@ pub async fn register_consumer(
         .transpose()?
         .map(|d| d.as_str().to_owned());
     find_visible(st, access, kernel).await?;
-    db::kernels::upsert_consumer(&st.db, kernel, &access.org, id, kind, description).await
+    Ok(db::kernels::upsert_consumer(&st.db, kernel, &access.org, id, kind, description).await?)
 }
 
 /// The owner (or a platform admin, for global kernels) sees every consumer; others their own.
@@ -586,7 +589,7 @@ pub async fn list_consumers<S>(
 ) -> ApiResult<Vec<KernelConsumerRow>> {
     let k = find_visible(st, access, kernel).await?;
     let sees_all = k.modifiable_by(&access.org, access.principal.platform_admin);
-    db::kernels::list_consumers(&st.db, kernel, (!sees_all).then_some(&access.org)).await
+    Ok(db::kernels::list_consumers(&st.db, kernel, (!sees_all).then_some(&access.org)).await?)
 }
 
 pub async fn unregister_consumer(

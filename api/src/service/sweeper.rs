@@ -1,7 +1,9 @@
-//! The orphan sweeper. Stored objects are named `images/<image>/<blob>` and a blob id is never
-//! reused, so an object that no image row and no import job refers to can never become
-//! referenced again: deleting it is safe on any replica, at any time, concurrently. A grace
-//! period covers the moment between an upload completing and its row being updated.
+//! The orphan sweeper. Stored objects are named by a `BlobKey` (`images/<image>/<blob>`,
+//! `kernels/<kernel>/<blob>`, `cache/sha256/<hex>`) and a blob id is never reused, so an object
+//! that no row and no import job refers to can never become referenced again: deleting it is safe
+//! on any replica, at any time, concurrently. A grace period covers the moment between an upload
+//! completing and its row being updated. Every prefix is listed; each kind of key is judged by
+//! the rows that can refer to it.
 
 use crate::db::Db;
 use std::collections::{BTreeMap, HashSet};
@@ -10,10 +12,11 @@ use std::time::Duration;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use strata_domain::ids::RegionId;
+use strata_providers::BlobKey;
 use tokio::sync::watch;
 
 use crate::config::SweeperConfig;
-use crate::db::entities::{images, import_jobs};
+use crate::db::entities::images;
 use crate::error::ApiResult;
 use crate::metrics::{Metrics, SweepRemoval};
 use crate::state::Region;
@@ -87,32 +90,44 @@ impl Sweeper {
                 continue;
             };
             crate::db::uploads::abort(&self.db, &region.store, &open).await?;
-            tracing::info!(region = %open.region, image = %open.image, "sweeper aborted a stale multipart upload");
+            tracing::info!(region = %open.region, key = %open.key, "sweeper aborted a stale multipart upload");
             report.uploads_aborted.push(open.upload_id);
         }
         for (region_id, region) in &self.regions {
-            let objects = region.store.list_images().await?;
+            let objects = region.store.list_all().await?;
             let old: Vec<_> = objects.into_iter().filter(|o| o.last_modified < cutoff).collect();
             let image_ids: Vec<String> = old
                 .iter()
-                .filter_map(|o| o.ids.map(|(i, _)| i.to_string()))
+                .filter_map(|o| match &o.parsed {
+                    Some(BlobKey::Image { image, .. }) => Some(image.to_string()),
+                    _ => None,
+                })
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
             let referenced = self.referenced_blobs(image_ids).await?;
             for o in old {
-                let Some((image, blob)) = o.ids else {
-                    tracing::warn!(region = %region_id, key = o.key, "unexpected object under images/; left alone");
-                    continue;
-                };
-                if referenced.contains(&(image.to_string(), blob.to_string())) {
-                    continue;
+                match &o.parsed {
+                    Some(BlobKey::Image { image, blob }) => {
+                        if referenced.contains(&(image.to_string(), blob.to_string())) {
+                            continue;
+                        }
+                    }
+                    // No kernel rows exist yet to say which kernel blobs are referenced: until the
+                    // kernel repository answers that here, their bytes are left alone.
+                    Some(BlobKey::Kernel { .. }) => continue,
+                    // Content-addressed and shared by design: the cache evicts its own entries.
+                    Some(BlobKey::Cache { .. }) => continue,
+                    None => {
+                        tracing::warn!(region = %region_id, key = o.key, "unexpected object key; left alone");
+                        continue;
+                    }
                 }
                 region.store.delete_key(&o.key).await?;
                 tracing::info!(region = %region_id, key = o.key, "sweeper removed an orphaned object");
                 report.objects_removed.push(o.key);
             }
-            for path in region.store.sweep_staging(grace)? {
+            for path in region.store.sweep_staging(grace).await? {
                 tracing::info!(region = %region_id, path, "sweeper removed a stale staging file");
                 report.staging_removed.push(path);
             }
@@ -129,11 +144,7 @@ impl Sweeper {
                 .all(&self.db)
                 .await?;
             out.extend(rows.into_iter().filter_map(|r| r.blob_id.map(|b| (r.id, b))));
-            let jobs = import_jobs::Entity::find()
-                .filter(import_jobs::Column::ImageId.is_in(chunk.to_vec()))
-                .all(&self.db)
-                .await?;
-            out.extend(jobs.into_iter().filter_map(|j| j.blob_id.map(|b| (j.image_id, b))));
+            out.extend(crate::db::jobs::image_attempt_blobs(&self.db, chunk.to_vec()).await?);
         }
         Ok(out)
     }
