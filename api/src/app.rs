@@ -43,6 +43,7 @@ impl Application {
         let db = db::connect(&cfg.database_url(), cfg.database.max_connections).await?;
         db::migrate(&db).await?;
         let regions = build_regions(&cfg)?;
+        let kernels = Arc::new(crate::service::kernels::KernelSettings::from_config(&cfg)?);
         let verifier = Verifier::from_config(&cfg)?;
         let (stop_workers, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new(cfg.server.metrics_listen.is_some()));
@@ -66,6 +67,7 @@ impl Application {
             quotas: cfg.quotas.clone(),
             jobs: jobs.clone(),
             metrics: metrics.clone(),
+            kernels,
         });
         // One document, post-processed (links, closed variants), both served and used for routing.
         let doc = crate::openapi::document();
@@ -248,6 +250,7 @@ pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
     }
     crate::state::check_regions(cfg)?;
     crate::service::imports::fetch_policy(&cfg.imports)?;
+    crate::service::kernels::KernelSettings::from_config(cfg)?;
     // Keys other than the development key (which is created at first start) must load now.
     let mut without_dev = cfg.clone();
     without_dev.auth.dev_key = false;

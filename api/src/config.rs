@@ -24,6 +24,10 @@ pub struct Config {
     pub quotas: QuotaConfig,
     pub sweeper: SweeperConfig,
     pub log: LogConfig,
+    pub kernels: KernelsConfig,
+    /// Downloadable kernel bundles operators offer (`[[kernel_catalog]]`); more may come from
+    /// `kernels.catalog_file`.
+    pub kernel_catalog: Vec<KernelCatalogEntry>,
     /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
     pub regions: Vec<RegionConfig>,
 }
@@ -207,6 +211,46 @@ impl Default for SweeperConfig {
     }
 }
 
+/// Kernel uploads and the kernel catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelsConfig {
+    /// Largest vmlinux or bundle accepted (as sent), in bytes.
+    pub max_bytes: u64,
+    /// Where uploads are staged (hashed, checked, extracted) before they go to storage.
+    /// Default: `data_dir/staging`.
+    pub staging_dir: Option<PathBuf>,
+    /// A JSON file with more catalog entries: an array of objects shaped like `[[kernel_catalog]]`.
+    pub catalog_file: Option<PathBuf>,
+}
+
+impl Default for KernelsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            staging_dir: None,
+            catalog_file: None,
+        }
+    }
+}
+
+/// One downloadable kernel bundle (tar, tar.gz or tar.zst with `vmlinux`, optional `initrd.img`
+/// and `modules/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KernelCatalogEntry {
+    pub name: String,
+    pub distro: Option<String>,
+    pub architecture: String,
+    pub version: String,
+    pub url: String,
+    /// Hex sha256 of the bundle as downloaded.
+    pub sha256: String,
+    #[serde(alias = "size_bytes")]
+    pub size_bytes: u64,
+    pub description: Option<String>,
+}
+
 /// URL imports: where the server may fetch from, and how import jobs run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -308,6 +352,8 @@ impl Default for Config {
             quotas: QuotaConfig::default(),
             sweeper: SweeperConfig::default(),
             log: LogConfig::default(),
+            kernels: KernelsConfig::default(),
+            kernel_catalog: Vec::new(),
             regions: Vec::new(),
         }
     }

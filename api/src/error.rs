@@ -81,12 +81,14 @@ fn status_of(e: &DomainError) -> StatusCode {
         | D::InvalidState { .. }
         | D::ImageProtected
         | D::InUse { .. }
+        | D::KernelInUse { .. }
         | D::QuotaExceeded { .. }
         | D::UploadInProgress => StatusCode::CONFLICT,
         D::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         D::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
         D::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         D::UnsupportedDiskFormat { .. }
+        | D::InvalidKernel { .. }
         | D::UnsupportedKernelFormat { .. }
         | D::ArchitectureMismatch { .. }
         | D::InvalidArchive { .. }

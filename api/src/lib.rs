@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod fdlimit;
 pub mod keepalive;
+pub mod kernel_model;
 pub mod metrics;
 pub mod middleware;
 pub mod model;

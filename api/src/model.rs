@@ -60,6 +60,8 @@ pub struct ImageView {
     pub size_bytes: Option<u64>,
     /// Hex sha256 of the content, once stored.
     pub sha256: Option<String>,
+    /// The kernel the image boots with, if any.
+    pub kernel_id: Option<uuid::Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Increases with every change; the `ETag` is this number in quotes.
@@ -97,6 +99,7 @@ impl From<&Image> for ImageView {
             },
             size_bytes: i.size_bytes,
             sha256: i.sha256.clone(),
+            kernel_id: i.kernel_id.map(|k| k.as_uuid()),
             created_at: i.created_at,
             updated_at: i.updated_at,
             revision: i.revision,
@@ -150,6 +153,9 @@ pub struct CreateImageRequest {
     pub protected: Option<bool>,
     /// Default `organization`; `global` needs a platform-admin token.
     pub visibility: Option<Visibility>,
+    /// A `ready` kernel to boot with: visible to the image's organization (a global image needs a
+    /// global kernel), in this region, of the same architecture; otherwise `invalid-kernel`.
+    pub kernel_id: Option<uuid::Uuid>,
     pub source: SourceSpec,
 }
 
@@ -181,6 +187,10 @@ pub struct PatchImageRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<bool>)]
     pub protected: Option<Option<bool>>,
+    /// The kernel to boot with, checked as on create (`invalid-kernel`); `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub kernel_id: Option<Option<uuid::Uuid>>,
 }
 
 /// Tag keys, as the domain checks them: 1-63 ASCII letters, digits, `.`, `_`, `-`, `/`.
@@ -475,6 +485,7 @@ impl TryFrom<CreateImageRequest> for strata_domain::command::CreateImage {
             protected: req.protected.unwrap_or(false),
             visibility: req.visibility.unwrap_or(Visibility::Organization),
             source,
+            kernel_id: req.kernel_id.map(strata_domain::ids::KernelId::from_uuid),
         })
     }
 }
@@ -497,6 +508,7 @@ impl TryFrom<PatchImageRequest> for strata_domain::command::PatchImage {
             description,
             tags: req.tags,
             protected: req.protected,
+            kernel_id: req.kernel_id.map(|k| k.map(strata_domain::ids::KernelId::from_uuid)),
         })
     }
 }

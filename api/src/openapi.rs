@@ -26,6 +26,8 @@ pub const BEARER: &str = "bearer";
         (name = "images", description = "v1: images of one organization in one region"),
         (name = "image-files", description = "v1: image content"),
         (name = "consumers", description = "v1: who uses an image; in-use images cannot be deleted"),
+        (name = "kernels", description = "v1: kernels of one organization in one region, their consumers and the kernel catalog"),
+        (name = "kernel-files", description = "v1: kernel files (vmlinux, initrd, modules)"),
         (name = "query", description = "v2: flat image query for consoles and automation"),
         (name = "health", description = "liveness and readiness")
     )
@@ -133,10 +135,12 @@ fn close_tagged_variants(api: &mut utoipa::openapi::OpenApi) {
     let Some(components) = api.components.as_mut() else {
         return;
     };
-    if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut("SourceSpec") {
-        for item in &mut one_of.items {
-            if let RefOr::T(Schema::Object(o)) = item {
-                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+    for name in ["SourceSpec", "KernelSourceSpec"] {
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) {
+            for item in &mut one_of.items {
+                if let RefOr::T(Schema::Object(o)) = item {
+                    o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
             }
         }
     }

@@ -26,6 +26,7 @@ pub struct AppState {
     /// Runs every asynchronous import (service::jobs).
     pub jobs: Arc<crate::service::jobs::JobRunner>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub kernels: Arc<crate::service::kernels::KernelSettings>,
 }
 
 pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {

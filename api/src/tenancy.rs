@@ -31,6 +31,18 @@ impl RequiredScope for ImagesWrite {
     const SCOPE: Scope = Scope::ImagesWrite;
 }
 
+/// Marker: the route reads kernels.
+pub struct KernelsRead;
+/// Marker: the route changes kernels.
+pub struct KernelsWrite;
+
+impl RequiredScope for KernelsRead {
+    const SCOPE: Scope = Scope::KernelsRead;
+}
+impl RequiredScope for KernelsWrite {
+    const SCOPE: Scope = Scope::KernelsWrite;
+}
+
 fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))
@@ -196,5 +208,27 @@ impl FromRequest for ConsumerRef {
     type Future = Ready<Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(path_param(req, "consumerID", ConsumerId::parse).map(ConsumerRef))
+    }
+}
+
+/// The `kernelID` path segment, parsed.
+pub struct KernelRef(pub strata_domain::kernel::KernelId);
+
+impl FromRequest for KernelRef {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(path_param(req, "kernelID", strata_domain::kernel::KernelId::parse).map(KernelRef))
+    }
+}
+
+/// The `artifact` path segment: `vmlinux`, `initrd` or `modules`.
+pub struct ArtifactRef(pub strata_domain::kernel::KernelArtifact);
+
+impl FromRequest for ArtifactRef {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(path_param(req, "artifact", |s| s.parse()).map(ArtifactRef))
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::DomainError;
+use crate::ids::KernelId;
 use crate::image::{Architecture, OsInfo, Visibility, parse_sha256};
 use crate::name::{Description, ImageName};
 use crate::tags::UserTags;
@@ -51,6 +52,9 @@ pub struct CreateImage {
     pub protected: bool,
     pub visibility: Visibility,
     pub source: ImageSource,
+    /// The kernel the image boots with (checked by the service: visible, same region and
+    /// architecture, ready).
+    pub kernel_id: Option<KernelId>,
 }
 
 /// Change an image's metadata, as a JSON merge patch: `None` leaves a field as it is; for the
@@ -63,6 +67,8 @@ pub struct PatchImage {
     /// values are checked when merged into the current tags.
     pub tags: Option<Option<BTreeMap<String, Option<String>>>>,
     pub protected: Option<Option<bool>>,
+    /// `Some(None)` detaches the kernel.
+    pub kernel_id: Option<Option<KernelId>>,
 }
 
 /// Register (or update) a consumer of an image.

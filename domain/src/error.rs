@@ -7,6 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {
     Image,
+    Kernel,
     Region,
     Consumer,
     Route,
@@ -16,6 +17,7 @@ impl fmt::Display for ResourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ResourceKind::Image => "image",
+            ResourceKind::Kernel => "kernel",
             ResourceKind::Region => "region",
             ResourceKind::Consumer => "consumer",
             ResourceKind::Route => "route",
@@ -84,6 +86,17 @@ pub enum DomainError {
     UploadInProgress,
     #[error("too many uploads in progress for this organization ({limit} at most); retry later")]
     TooManyUploads { limit: u64, retry_after_secs: u64 },
+    /// An image names a kernel it may not use.
+    #[error("invalid kernel: {reason}")]
+    InvalidKernel { reason: String },
+    /// A kernel is still referenced. `images` counts every referencing image; `visible_images`
+    /// lists only those the caller may see.
+    #[error("{}", kernel_in_use_message(*images, visible_images, consumers))]
+    KernelInUse {
+        images: u64,
+        visible_images: Vec<String>,
+        consumers: Vec<String>,
+    },
     /// The request's header section is over a limit (total size or number of fields).
     #[error("request headers too large: {detail}")]
     HeadersTooLarge { detail: String },
@@ -133,8 +146,31 @@ impl DomainError {
             DomainError::UploadInProgress => "upload-in-progress",
             DomainError::TooManyUploads { .. } => "too-many-uploads",
             DomainError::HeadersTooLarge { .. } => "headers-too-large",
+            DomainError::InvalidKernel { .. } => "invalid-kernel",
+            DomainError::KernelInUse { .. } => "kernel-in-use",
         }
     }
+}
+
+fn kernel_in_use_message(images: u64, visible: &[String], consumers: &[String]) -> String {
+    let mut parts = Vec::new();
+    if images > 0 {
+        let mut p = format!("{images} image(s) reference it");
+        if !visible.is_empty() {
+            p.push_str(&format!(" (those visible to you: {})", visible.join(", ")));
+        }
+        parts.push(p);
+    }
+    if !consumers.is_empty() {
+        parts.push(format!("consumers are registered: {}", consumers.join(", ")));
+    }
+    if parts.is_empty() {
+        parts.push("it is referenced".into());
+    }
+    format!(
+        "kernel is in use: {}; remove the references before deleting it",
+        parts.join("; ")
+    )
 }
 
 pub type DomainResult<T> = Result<T, DomainError>;

@@ -67,6 +67,8 @@ macro_rules! string_enum {
     };
 }
 
+pub(crate) use string_enum;
+
 string_enum!(
     /// Who can see an image: its organization only, or every organization in the region.
     Visibility, "visibility" { Organization => "organization", Global => "global" }
@@ -197,6 +199,8 @@ pub struct Image {
     pub expected_sha256: Option<String>,
     /// Where the bytes are stored, once they are.
     pub blob: Option<BlobId>,
+    /// The kernel the image boots with, if any.
+    pub kernel_id: Option<crate::kernel::KernelId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub revision: i64,

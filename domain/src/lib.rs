@@ -8,6 +8,7 @@ pub mod disk_format;
 pub mod error;
 pub mod ids;
 pub mod image;
+pub mod kernel;
 pub mod kernel_format;
 pub mod name;
 pub mod netpolicy;

@@ -9,6 +9,7 @@ mod m20261122_000004_multipart_uploads;
 mod m20261202_000005_upload_leases;
 mod m20261203_100001_upload_object_keys;
 mod m20261203_100002_job_runner;
+mod m20261203_100010_kernels;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_upload_leases::Migration),
             Box::new(m20261203_100001_upload_object_keys::Migration),
             Box::new(m20261203_100002_job_runner::Migration),
+            Box::new(m20261203_100010_kernels::Migration),
         ]
     }
 }

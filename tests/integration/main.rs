@@ -15,6 +15,7 @@ mod hostile;
 mod images;
 mod imports;
 mod jobs;
+mod kernels;
 mod metrics;
 mod oci_client;
 mod oci_pull;

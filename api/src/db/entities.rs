@@ -38,6 +38,8 @@ pub mod images {
         pub created_at: i64,
         pub updated_at: i64,
         pub revision: i64,
+        /// The kernel the image boots with (RESTRICT: a referenced kernel cannot be deleted).
+        pub kernel_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -175,6 +177,109 @@ pub mod upload_leases {
         pub organization_id: String,
         pub holder: String,
         pub expires_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod kernels {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "kernels")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub region_id: String,
+        pub organization_id: Option<String>,
+        pub visibility: String,
+        pub architecture: String,
+        pub name: String,
+        pub description: Option<String>,
+        pub version: String,
+        pub format: Option<String>,
+        pub distro: Option<String>,
+        pub protected: bool,
+        pub source: String,
+        pub reference: Option<String>,
+        pub digest: Option<String>,
+        pub imported_by: String,
+        pub imported_at: i64,
+        pub state: String,
+        pub reason: Option<String>,
+        pub expected_sha256: Option<String>,
+        pub size_bytes: i64,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub revision: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod kernel_tags {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "kernel_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kernel_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+        pub reserved: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod kernel_artifacts {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "kernel_artifacts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kernel_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub artifact: String,
+        pub blob_id: String,
+        pub size_bytes: i64,
+        pub sha256: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod kernel_consumers {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "kernel_consumers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kernel_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer_id: String,
+        pub kind: String,
+        pub description: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ use sea_orm::{
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
 use strata_domain::image::{Image, ImageState, OsInfo, Provenance, Status, reserved};
+use strata_domain::kernel::KernelId;
 use strata_domain::name::{Description, ImageName};
 use strata_domain::query::{Cursor, ImageQuery, OrgFilter, Sort};
 use strata_domain::tags::UserTags;
@@ -52,6 +53,7 @@ fn to_active(img: &Image) -> images::ActiveModel {
         created_at: Set(micros(img.created_at)),
         updated_at: Set(micros(img.updated_at)),
         revision: Set(img.revision),
+        kernel_id: Set(img.kernel_id.map(|k| k.to_string())),
     }
 }
 
@@ -92,6 +94,7 @@ fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Re
         sha256: m.sha256,
         expected_sha256: m.expected_sha256,
         blob: m.blob_id.as_deref().map(uuid).transpose()?.map(BlobId::from_uuid),
+        kernel_id: m.kernel_id.as_deref().map(uuid).transpose()?.map(KernelId::from_uuid),
         created_at: from_micros(m.created_at)?,
         updated_at: from_micros(m.updated_at)?,
         revision: m.revision,
@@ -149,6 +152,17 @@ pub(super) async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>)
         .collect()
 }
 
+/// The kernel an image names was deleted between the check and the write: the foreign key said so.
+fn kernel_gone(img: &Image) -> DbError {
+    DomainError::InvalidKernel {
+        reason: format!(
+            "kernel {} does not exist for this image",
+            img.kernel_id.map(|k| k.to_string()).unwrap_or_default()
+        ),
+    }
+    .into()
+}
+
 /// Inserts a new image. The unique indexes decide name conflicts, across replicas.
 pub async fn insert(db: &Db, img: &Image, limits: Option<Limits>) -> DbResult<()> {
     let txn = db.begin().await?;
@@ -181,6 +195,7 @@ pub async fn insert_in<C: ConnectionTrait>(c: &C, img: &Image) -> DbResult<()> {
             }
             .into());
         }
+        Err(e) if is_fk_violation(&e) => return Err(kernel_gone(img)),
         Err(e) => return Err(e.into()),
     }
     write_tags(c, img).await?;
@@ -198,6 +213,10 @@ pub async fn update_metadata(db: &Db, img: &Image, expected_revision: i64) -> Db
             Expr::value(img.description.as_ref().map(|d| d.as_str().to_owned())),
         )
         .col_expr(images::Column::Protected, Expr::value(img.protected))
+        .col_expr(
+            images::Column::KernelId,
+            Expr::value(img.kernel_id.map(|k| k.to_string())),
+        )
         .col_expr(images::Column::UpdatedAt, Expr::value(micros(img.updated_at)))
         .col_expr(images::Column::Revision, Expr::value(img.revision))
         .filter(images::Column::Id.eq(img.id.to_string()))
@@ -212,6 +231,7 @@ pub async fn update_metadata(db: &Db, img: &Image, expected_revision: i64) -> Db
             }
             .into());
         }
+        Err(e) if is_fk_violation(&e) => return Err(kernel_gone(img)),
         Err(e) => return Err(e.into()),
     };
     if res.rows_affected == 0 {

@@ -7,6 +7,7 @@ pub mod entities;
 mod handle;
 pub mod images;
 pub mod jobs;
+pub mod kernels;
 pub mod leases;
 pub mod tenant;
 pub mod uploads;

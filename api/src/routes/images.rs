@@ -62,7 +62,7 @@ async fn list_images(
         (status = 409, description = "`name-taken`: an image of that name exists in this organization (or among global images) in this region; `quota-exceeded`: the organization's image count or concurrent imports would exceed its quota (the message says which)", body = crate::error::ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/json`", body = crate::error::ErrorBody),
-        (status = 422, description = "URL imports, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first 512 bytes), `unsupported-disk-format` (the first 512 bytes are not a raw disk)", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid-kernel`: `kernelId` names a kernel this image cannot use (not visible to the image's organization, another region or architecture, not `ready`). URL imports, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first 512 bytes), `unsupported-disk-format` (the first 512 bytes are not a raw disk)", body = crate::error::ErrorBody),
         (status = 500, response = Internal),
     ),
     security(("bearer" = []))
@@ -111,7 +111,7 @@ async fn get_image(
     Ok(with_etag(actix_web::http::StatusCode::OK, &img).json(ImageView::from(&img)))
 }
 
-/// Change name, description, tags or protection (JSON merge patch)
+/// Change name, description, tags, protection or kernel (JSON merge patch)
 #[utoipa::path(
     tag = "images",
     operation_id = "patchImage",
@@ -127,6 +127,7 @@ async fn get_image(
         (status = 412, description = "`precondition-failed`: the image changed since the If-Match ETag", body = crate::error::ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid-kernel`: `kernelId` names a kernel this image cannot use (not visible to the image's organization, another region or architecture, not `ready`)", body = crate::error::ErrorBody),
         (status = 500, response = Internal),
     ),
     security(("bearer" = []))

@@ -5,6 +5,7 @@ mod consumers;
 mod files;
 pub(crate) mod health;
 mod images;
+mod kernels;
 mod query;
 mod session;
 mod usage;
@@ -33,11 +34,25 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(consumers::put_consumer)
             .service(consumers::list_consumers)
             .service(consumers::delete_consumer)
-            .service(usage::get_usage),
+            .service(usage::get_usage)
+            .service(kernels::list_kernels)
+            .service(kernels::create_kernel)
+            .service(kernels::get_kernel)
+            .service(kernels::patch_kernel)
+            .service(kernels::delete_kernel)
+            .service(kernels::upload_kernel_file)
+            .service(kernels::upload_kernel_bundle)
+            // before `{artifact}`, which would otherwise match `consumers`
+            .service(kernels::list_kernel_consumers)
+            .service(kernels::put_kernel_consumer)
+            .service(kernels::delete_kernel_consumer)
+            .service(kernels::download_kernel_file)
+            .service(kernels::list_kernel_catalog),
     );
     cfg.service(
         scope::scope("/api/v2")
             .service(query::query_images)
+            .service(kernels::query_kernels)
             .service(session::list_regions)
             .service(session::sign_in_info),
     );

@@ -55,6 +55,7 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateI
     };
     // Everything that needs no network is checked first.
     let mut img = new_image(access, &access.principal, cmd)?;
+    crate::service::kernels::check_for_image(st, &img).await?;
     match url {
         None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
         Some(url) => {
@@ -122,6 +123,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage)
         sha256: None,
         expected_sha256,
         blob: None,
+        kernel_id: cmd.kernel_id,
         created_at: now,
         updated_at: now,
         revision: 1,
@@ -148,6 +150,9 @@ pub async fn patch(
         let Some(next) = next else {
             return Ok(current);
         };
+        if next.kernel_id != current.kernel_id {
+            crate::service::kernels::check_for_image(st, &next).await?;
+        }
         if db::images::update_metadata(&st.db, &next, current.revision).await? {
             return Ok(next);
         }
@@ -181,7 +186,11 @@ fn apply_patch(current: &Image, req: &PatchImage) -> Result<Option<Image>, Domai
         Some(None) => next.protected = false,
         Some(Some(p)) => next.protected = p,
     }
-    let unchanged = next.name == current.name
+    if let Some(k) = req.kernel_id {
+        next.kernel_id = k;
+    }
+    let unchanged = next.kernel_id == current.kernel_id
+        && next.name == current.name
         && next.description == current.description
         && next.tags == current.tags
         && next.protected == current.protected;

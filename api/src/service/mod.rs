@@ -6,6 +6,7 @@ pub mod consumers;
 pub mod images;
 pub mod imports;
 pub mod jobs;
+pub mod kernels;
 pub mod query;
 pub mod session;
 pub mod sweeper;

@@ -19,8 +19,8 @@ pub struct Page {
 
 /// Parses repeated `key=value` pairs. Unknown parameters are refused so that a typo
 /// (`organizationId`) does not silently widen the result.
-pub fn build(
-    access: &RegionAccess<ImagesRead>,
+pub fn build<S>(
+    access: &RegionAccess<S>,
     params: &[(String, String)],
 ) -> Result<(ImageQuery, Option<String>), DomainError> {
     let mut requested = Vec::new();
