@@ -19,7 +19,7 @@ pub const BEARER: &str = "bearer";
     servers((url = "/", description = "The Strata server that serves this document")),
     modifiers(&BearerAuth),
     components(
-        schemas(ErrorBody),
+        schemas(ErrorBody, strata_domain::kernel::KernelArtifact),
         responses(BadRequest, Unauthorized, Forbidden, NotFound, Internal, HeadersTooLarge)
     ),
     tags(
