@@ -229,6 +229,14 @@ impl FromRequest for ArtifactRef {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // `file` and `bundle` are the upload routes (PUT only): another method there is a 405,
+        // not an unknown artifact.
+        if matches!(req.match_info().get("artifact"), Some("file" | "bundle")) {
+            return ready(Err(DomainError::MethodNotAllowed {
+                allowed: vec!["PUT".into()],
+            }
+            .into()));
+        }
         ready(path_param(req, "artifact", |s| s.parse()).map(ArtifactRef))
     }
 }
