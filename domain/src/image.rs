@@ -104,6 +104,9 @@ string_enum!(
         TooLarge => "too-large",
         QuotaExceeded => "quota-exceeded",
         CredentialsUnavailable => "credentials-unavailable",
+        InvalidArchive => "invalid-archive",
+        UnsupportedKernelFormat => "unsupported-kernel-format",
+        ArchitectureMismatch => "architecture-mismatch",
         Internal => "internal",
     }
 );

@@ -15,6 +15,7 @@ mod hostile;
 mod images;
 mod imports;
 mod jobs;
+mod kernel_pulls;
 mod kernels;
 mod metrics;
 mod oci_client;

@@ -106,6 +106,8 @@ pub mod import_jobs {
         pub target_kind: String,
         pub target_id: String,
         pub image_id: Option<String>,
+        /// Repeats `target_id` for kernel targets (cascading foreign key).
+        pub kernel_id: Option<String>,
         pub region_id: String,
         pub attempt: i32,
         pub max_attempts: i32,
@@ -210,6 +212,9 @@ pub mod kernels {
         pub imported_at: i64,
         pub state: String,
         pub reason: Option<String>,
+        pub reason_code: Option<String>,
+        pub bytes_done: i64,
+        pub bytes_total: Option<i64>,
         pub expected_sha256: Option<String>,
         pub size_bytes: i64,
         pub created_at: i64,

@@ -2,6 +2,7 @@
 
 pub(crate) mod console;
 mod consumers;
+mod defaults;
 mod files;
 pub(crate) mod health;
 mod images;
@@ -47,8 +48,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(kernels::put_kernel_consumer)
             .service(kernels::delete_kernel_consumer)
             .service(kernels::download_kernel_file)
+            .service(kernels::head_kernel_file)
             .service(kernels::list_kernel_catalog),
     );
+    cfg.service(scope::scope("/api/v1").service(defaults::ensure_defaults));
     cfg.service(
         scope::scope("/api/v2")
             .service(query::query_images)

@@ -158,7 +158,7 @@ impl ImportKind for UrlImport {
             IngestError::Source(e) => retryable_fetch(job, &e),
             IngestError::Storage(e) => Failure::internal(job, "storage", &e),
         })?;
-        Ok(Produced {
+        Ok(Produced::Blob {
             size: done.size,
             sha256: done.sha256,
         })

@@ -3,9 +3,11 @@
 
 pub mod body;
 pub mod consumers;
+pub mod defaults;
 pub mod images;
 pub mod imports;
 pub mod jobs;
+pub mod kernel_pull;
 pub mod kernels;
 pub mod query;
 pub mod session;
