@@ -163,20 +163,6 @@ fn kernel_gone(img: &Image) -> DbError {
     .into()
 }
 
-/// A global image by name in a region (defaults are identified by name).
-pub async fn find_global_by_name(db: &Db, region: &RegionId, name: &str) -> DbResult<Option<Image>> {
-    let row = images::Entity::find()
-        .filter(images::Column::RegionId.eq(region.as_str()))
-        .filter(images::Column::OrganizationId.is_null())
-        .filter(images::Column::Name.eq(name))
-        .one(db)
-        .await?;
-    match row {
-        Some(r) => Ok(hydrate(db, vec![r]).await?.pop()),
-        None => Ok(None),
-    }
-}
-
 /// Inserts a new image. The unique indexes decide name conflicts, across replicas.
 pub async fn insert(db: &Db, img: &Image, limits: Option<Limits>) -> DbResult<()> {
     let txn = db.begin().await?;

@@ -364,20 +364,6 @@ pub async fn owner_of<C: ConnectionTrait>(c: &C, kernel: KernelId) -> DbResult<O
     Ok(row.map(|r| (r.organization_id, r.region_id)))
 }
 
-/// A global kernel by name in a region (defaults are identified by name).
-pub async fn find_global_by_name(db: &Db, region: &RegionId, name: &str) -> DbResult<Option<Kernel>> {
-    let row = kernels::Entity::find()
-        .filter(kernels::Column::RegionId.eq(region.as_str()))
-        .filter(kernels::Column::OrganizationId.is_null())
-        .filter(kernels::Column::Name.eq(name))
-        .one(db)
-        .await?;
-    match row {
-        Some(r) => Ok(hydrate(db, vec![r]).await?.pop()),
-        None => Ok(None),
-    }
-}
-
 /// (kernel id, blob id) of the stored files of these kernels: blobs the sweeper must keep.
 pub async fn artifact_blobs(db: &Db, kernel_ids: Vec<String>) -> DbResult<Vec<(String, String)>> {
     let rows = kernel_artifacts::Entity::find()

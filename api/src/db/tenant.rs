@@ -69,6 +69,21 @@ impl OwnedTable for KernelsTable {
     }
 }
 
+/// A global artifact by name in a region: the platform's own (defaults are identified by name).
+/// Not tenant data reached by a caller: only the operator's reconciler uses it.
+pub async fn global_by_name<T: OwnedTable>(db: &Db, region: &RegionId, name: &str) -> DbResult<Option<T::Item>> {
+    let row = T::Entity::find()
+        .filter(T::REGION.eq(region.as_str()))
+        .filter(T::VISIBILITY.eq(Visibility::Global.to_string()))
+        .filter(T::NAME.eq(name))
+        .one(db)
+        .await?;
+    match row {
+        Some(r) => Ok(T::hydrate(db, vec![r]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
 /// The artifacts of one table one organization reaches in one region.
 pub struct OrgScoped<'a, T> {
     db: &'a Db,

@@ -252,18 +252,8 @@ async fn upload_kernel_file(
     id: KernelRef,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let _in_flight = st.metrics.upload_started();
     require_content_type(&req, &[OCTET], OCTET)?;
-    let k = service::kernels::upload(
-        &st,
-        &access,
-        id.0,
-        UploadKind::Vmlinux,
-        content_length(&req),
-        body.into_stream(),
-    )
-    .await?;
-    Ok(with_etag(StatusCode::OK, &k).json(KernelView::from(&k)))
+    upload_as(req, st, access, id, body, UploadKind::Vmlinux).await
 }
 
 /// Upload the kernel's bundle (for kernels created with source `upload-bundle`)
@@ -298,21 +288,24 @@ async fn upload_kernel_bundle(
     id: KernelRef,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let _in_flight = st.metrics.upload_started();
     require_content_type(
         &req,
         &[OCTET, "application/x-tar", "application/gzip", "application/zstd"],
         "application/octet-stream, application/x-tar, application/gzip or application/zstd",
     )?;
-    let k = service::kernels::upload(
-        &st,
-        &access,
-        id.0,
-        UploadKind::Bundle,
-        content_length(&req),
-        body.into_stream(),
-    )
-    .await?;
+    upload_as(req, st, access, id, body, UploadKind::Bundle).await
+}
+
+async fn upload_as(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<KernelsWrite>,
+    id: KernelRef,
+    body: web::Payload,
+    kind: UploadKind,
+) -> ApiResult<HttpResponse> {
+    let _in_flight = st.metrics.upload_started();
+    let k = service::kernels::upload(&st, &access, id.0, kind, content_length(&req), body.into_stream()).await?;
     Ok(with_etag(StatusCode::OK, &k).json(KernelView::from(&k)))
 }
 
@@ -510,13 +503,7 @@ async fn head_kernel_file(
     if let Some(res) = super::not_modified(&req, &etag) {
         return Ok(res);
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .content_type(OCTET)
-        .no_chunking(file.info.size)
-        // a streamed body of unknown size keeps the Content-Length set above; HEAD sends no bytes
-        .streaming(futures::stream::empty::<Result<bytes::Bytes, actix_web::Error>>()))
+    Ok(super::head_of_file(&etag, file.info.size))
 }
 
 /// The kernel catalog: downloadable bundles the operator offers

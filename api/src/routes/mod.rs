@@ -68,3 +68,15 @@ fn not_modified(req: &HttpRequest, etag: &str) -> Option<HttpResponse> {
     strata_domain::image::if_none_match_hits(held, etag)
         .then(|| HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish())
 }
+
+/// What `GET` of a file would send, headers only: size, ETag and `Accept-Ranges` (HEAD of an
+/// image's or a kernel's file).
+fn head_of_file(etag: &str, size: u64) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .content_type("application/octet-stream")
+        .no_chunking(size)
+        // a streamed body of unknown size keeps the Content-Length set above; HEAD sends no bytes
+        .streaming(futures::stream::empty::<Result<bytes::Bytes, actix_web::Error>>())
+}

@@ -18,7 +18,7 @@ use strata_domain::name::{Description, ImageName};
 use strata_domain::tags::UserTags;
 
 use crate::config::{Config, DefaultArtifact, DefaultKind, KernelCatalogEntry};
-use crate::db;
+use crate::db::tenant::{ImagesTable, KernelsTable, global_by_name};
 use crate::error::{ApiError, ApiResult};
 use crate::service::kernels::{CreateKernel, NewSource};
 use crate::state::AppState;
@@ -256,7 +256,7 @@ async fn ensure_one(st: &AppState, region: &RegionId, p: &Planned) -> ApiResult<
 
 async fn find(st: &AppState, region: &RegionId, p: &Planned) -> ApiResult<Option<DefaultStatus>> {
     Ok(match p.kind {
-        DefaultKind::Kernel => db::kernels::find_global_by_name(&st.db, region, p.name.as_str())
+        DefaultKind::Kernel => global_by_name::<KernelsTable>(&st.db, region, p.name.as_str())
             .await?
             .map(|k| {
                 judge(
@@ -267,7 +267,7 @@ async fn find(st: &AppState, region: &RegionId, p: &Planned) -> ApiResult<Option
                     k.provenance.digest.as_deref(),
                 )
             }),
-        DefaultKind::Image => db::images::find_global_by_name(&st.db, region, p.name.as_str())
+        DefaultKind::Image => global_by_name::<ImagesTable>(&st.db, region, p.name.as_str())
             .await?
             .map(|i| {
                 judge(

@@ -320,25 +320,10 @@ impl JobRunner {
         img: &Image,
         checked: Checked<K::Spec, K::Secret>,
     ) -> ApiResult<()> {
-        let spec = serde_json::to_string(&checked.spec).map_err(ApiError::internal)?;
-        let job = db::jobs::create_with_image(
-            &self.db,
-            img,
-            img.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str())),
-            NewJob {
-                kind: K::KIND,
-                spec,
-                secrets_in_memory: checked.secret.is_some(),
-                max_attempts: self.cfg.max_attempts.max(1) as i32,
-                owner: &self.owner,
-                lease_until: self.lease_until(),
-            },
-        )
-        .await?;
-        if let Some(secret) = checked.secret {
-            self.secrets_lock().insert(job.id, Arc::new(secret));
-        }
-        self.spawn(job);
+        let limits = img.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str()));
+        let new = self.new_job::<K>(&checked)?;
+        let job = db::jobs::create_with_image(&self.db, img, limits, new).await?;
+        self.launch(job, checked.secret);
         Ok(())
     }
 
@@ -348,26 +333,30 @@ impl JobRunner {
         k: &Kernel,
         checked: Checked<K::Spec, K::Secret>,
     ) -> ApiResult<()> {
-        let spec = serde_json::to_string(&checked.spec).map_err(ApiError::internal)?;
-        let job = db::jobs::create_with_kernel(
-            &self.db,
-            k,
-            k.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str())),
-            NewJob {
-                kind: K::KIND,
-                spec,
-                secrets_in_memory: checked.secret.is_some(),
-                max_attempts: self.cfg.max_attempts.max(1) as i32,
-                owner: &self.owner,
-                lease_until: self.lease_until(),
-            },
-        )
-        .await?;
-        if let Some(secret) = checked.secret {
+        let limits = k.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str()));
+        let new = self.new_job::<K>(&checked)?;
+        let job = db::jobs::create_with_kernel(&self.db, k, limits, new).await?;
+        self.launch(job, checked.secret);
+        Ok(())
+    }
+
+    fn new_job<K: ImportKind>(&self, checked: &Checked<K::Spec, K::Secret>) -> ApiResult<NewJob<'_>> {
+        Ok(NewJob {
+            kind: K::KIND,
+            spec: serde_json::to_string(&checked.spec).map_err(ApiError::internal)?,
+            secrets_in_memory: checked.secret.is_some(),
+            max_attempts: self.cfg.max_attempts.max(1) as i32,
+            owner: &self.owner,
+            lease_until: self.lease_until(),
+        })
+    }
+
+    /// Keeps the job's secret in memory (never in the database) and runs the job.
+    fn launch<Secret: Send + Sync + 'static>(self: &Arc<Self>, job: Job, secret: Option<Secret>) {
+        if let Some(secret) = secret {
             self.secrets_lock().insert(job.id, Arc::new(secret));
         }
         self.spawn(job);
-        Ok(())
     }
 
     fn secrets_lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Secret>> {

@@ -17,10 +17,10 @@ use strata_domain::kernel_format::DETECT_LEN;
 use strata_providers::archive::Compression;
 use strata_providers::archive::kernel_bundle::{BundleLimits, extract_kernel_bundle_async};
 use strata_providers::kernel_store::stage;
-use strata_providers::{BlobKey, FetchError, Fetcher, Source, StageError};
+use strata_providers::{BlobKey, Fetcher, Source, StageError};
 
 use crate::config::ImportsConfig;
-use crate::service::imports::fetch_policy;
+use crate::service::imports::{fetch_policy, retryable_fetch, sync_error};
 use crate::service::jobs::{Attempt, Checked, Failure, ImportKind, Produced};
 
 /// What the create-kernel command asks for.
@@ -57,24 +57,6 @@ impl KernelBundlePull {
             staging_dir,
         })
     }
-}
-
-fn sync_error(e: FetchError) -> DomainError {
-    match e {
-        FetchError::InvalidUrl(reason) => DomainError::invalid("source.url", reason),
-        FetchError::NotAllowed(reason) => DomainError::UrlNotAllowed { reason },
-        other => {
-            tracing::info!(error = %other, "kernel pull check: fetching the bundle failed");
-            DomainError::FetchFailed {
-                reason: other.public_reason(),
-            }
-        }
-    }
-}
-
-fn retryable_fetch(job: uuid::Uuid, e: &FetchError) -> Failure {
-    tracing::warn!(%job, error = %e, "kernel pull: fetching the bundle failed");
-    Failure::retryable(ReasonCode::FetchFailed, e.public_reason())
 }
 
 /// A client-caused failure of the bundle (as the upload path reports it synchronously), final.
