@@ -4,15 +4,16 @@ No hand-written HTTP: every call goes through the generated functions and models
 raises on any status the spec does not declare, and every response body must parse into the
 generated model types. Run by scripts/generated-client (part of the test command):
 
-    python3 scripts/client-lifecycle.py BASE_URL TOKEN DISK_FILE ELF_FILE BUNDLE_FILE CATALOG_ENTRY
+    python3 scripts/client-lifecycle.py BASE_URL TOKEN DISK_FILE ELF_FILE BUNDLE_FILE CATALOG_ENTRY BUNDLE_URL
 
 ELF_FILE is a real x86_64 ELF vmlinux, BUNDLE_FILE a real tar+zstd bundle (vmlinux, initrd.img,
-modules/) and CATALOG_ENTRY the name of the server's [[kernel_catalog]] entry whose sha256 is
-the bundle's (scripts/generated-client makes all three).
+modules/), BUNDLE_URL where a loopback server serves it, and CATALOG_ENTRY the name of the
+server's [[kernel_catalog]] entry for that URL and sha256 (scripts/generated-client makes them).
 """
 import hashlib
 import io
 import sys
+import time
 import uuid
 
 from strata_client import AuthenticatedClient
@@ -21,8 +22,10 @@ from strata_client.api.health import healthz, metrics, readyz
 from strata_client.api.image_files import download_image_file, head_image_file, upload_image_file
 from strata_client.api.images import create_image, delete_image, get_image, get_usage, list_images, patch_image
 from strata_client.api.kernel_files import download_kernel_file, upload_kernel_bundle, upload_kernel_file
+from strata_client.api.defaults import ensure_defaults
 from strata_client.api.kernels import (
     create_kernel,
+    head_kernel_artifact,
     delete_kernel,
     delete_kernel_consumer,
     get_kernel,
@@ -43,10 +46,14 @@ from strata_client.models import (
     KernelBundleUploadSource,
     KernelBundleUploadSourceType,
     KernelCatalogItem,
+    KernelCatalogSource,
+    KernelCatalogSourceType,
     KernelFormat,
     KernelPage,
     KernelUploadSource,
     KernelUploadSourceType,
+    KernelUrlSource,
+    KernelUrlSourceType,
     KernelView,
     PatchKernelRequest,
     RegionList,
@@ -66,7 +73,7 @@ from strata_client.models import (
 )
 from strata_client.types import File
 
-base, token, disk_path, elf_path, bundle_path, catalog_entry = sys.argv[1:7]
+base, token, disk_path, elf_path, bundle_path, catalog_entry, bundle_url = sys.argv[1:8]
 ORG, REGION = "acme", "local"
 client = AuthenticatedClient(base_url=base, token=token, raise_on_unexpected_status=True, timeout=30)
 with open(disk_path, "rb") as f:
@@ -262,6 +269,68 @@ assert bundled.artifacts.initrd is not None and bundled.artifacts.modules is not
 catalog = step("kernel catalog after the bundle", list_kernel_catalog.sync_detailed(ORG, REGION, client=client), 200, list)
 assert {c.name: c for c in catalog}[catalog_entry].in_organization, "the bundle's sha256 is the catalog entry's"
 
+# pulls on the job runner: the catalog entry and the same bundle by URL, from the loopback server
+def wait_ready(k, what):
+    for _ in range(300):
+        if k.status.state != ImageState.IMPORTING:
+            break
+        time.sleep(0.1)
+        k = get_kernel.sync_detailed(ORG, REGION, k.id, client=client).parsed
+    assert isinstance(k, KernelView) and k.status.state == ImageState.READY, f"{what}: {k.status}"
+    assert k.artifacts.vmlinux.sha256 == hashlib.sha256(elf).hexdigest()
+    assert k.artifacts.initrd is not None and k.artifacts.modules is not None
+    print(f"client: {what}: ready")
+    return k
+
+
+pulled = step(
+    "create kernel from the catalog",
+    create_kernel.sync_detailed(
+        ORG,
+        REGION,
+        client=client,
+        body=CreateKernelRequest(
+            name=f"kernel-{uuid.uuid4().hex[:8]}-catalog",
+            source=KernelCatalogSource(type_=KernelCatalogSourceType.CATALOG, entry=catalog_entry),
+        ),
+    ),
+    201,
+    KernelView,
+)
+assert pulled.provenance.source.value == "catalog" and pulled.version == entry.version
+pulled = wait_ready(pulled, "catalog pull")
+by_url = step(
+    "create kernel from a URL",
+    create_kernel.sync_detailed(
+        ORG,
+        REGION,
+        client=client,
+        body=CreateKernelRequest(
+            name=f"kernel-{uuid.uuid4().hex[:8]}-url",
+            version="6.1.0-18",
+            source=KernelUrlSource(type_=KernelUrlSourceType.URL, url=bundle_url, sha256=hashlib.sha256(bundle).hexdigest()),
+        ),
+    ),
+    201,
+    KernelView,
+)
+by_url = wait_ready(by_url, "URL pull")
+error(
+    "create kernel from an unknown catalog entry",
+    create_kernel.sync_detailed(
+        ORG,
+        REGION,
+        client=client,
+        body=CreateKernelRequest(
+            name=f"kernel-{uuid.uuid4().hex[:8]}-nope",
+            source=KernelCatalogSource(type_=KernelCatalogSourceType.CATALOG, entry="no-such-entry"),
+        ),
+    ),
+    400,
+    "invalid-input",
+)
+error("ensure defaults (not a platform admin)", ensure_defaults.sync_detailed(REGION, client=client), 403, "forbidden")
+
 # get with ETag, patch with If-Match, a stale If-Match -> 412
 got = get_kernel.sync_detailed(ORG, REGION, kernel.id, client=client)
 step("get kernel", got, 200, KernelView)
@@ -317,6 +386,18 @@ step(
     304,
     None,
 )
+khead = head_kernel_artifact.sync_detailed(ORG, REGION, kernel.id, KernelArtifact.VMLINUX, client=client)
+step("head vmlinux", khead, 200, None)
+assert khead.content == b"", "HEAD sent a body"
+assert int(khead.headers["content-length"]) == len(elf) and khead.headers["etag"] == whole.headers["etag"]
+step(
+    "head vmlinux, If-None-Match",
+    head_kernel_artifact.sync_detailed(
+        ORG, REGION, kernel.id, KernelArtifact.VMLINUX, client=client, if_none_match=khead.headers["etag"]
+    ),
+    304,
+    None,
+)
 initrd = download_kernel_file.sync_detailed(ORG, REGION, bundled.id, KernelArtifact.INITRD, client=client)
 step("download initrd", initrd, 200, File)
 assert len(initrd.content) == bundled.artifacts.initrd.size_bytes
@@ -363,7 +444,7 @@ assert booted.kernel_id == kernel.id
 in_use = error("delete kernel an image boots", delete_kernel.sync_detailed(ORG, REGION, kernel.id, client=client), 409, "kernel-in-use")
 assert str(booted.id) in in_use.message, in_use.message
 step("delete the booting image", delete_image.sync_detailed(ORG, REGION, booted.id, client=client), 204, None)
-for k in (kernel, bundled):
+for k in (kernel, bundled, pulled, by_url):
     step(f"delete kernel {k.name}", delete_kernel.sync_detailed(ORG, REGION, k.id, client=client), 204, None)
 error("get kernel after delete", get_kernel.sync_detailed(ORG, REGION, kernel.id, client=client), 404, "not-found")
 # operator metrics: no token needed, no tenant data, and the calls above are counted
