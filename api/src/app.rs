@@ -146,6 +146,7 @@ impl Application {
                 })
                 .into_app()
                 .configure(routes::console::configure)
+                .configure(routes::docker::configure)
                 .default_service(web::to(unknown_route))
         })
         .on_connect(on_connect)

@@ -74,12 +74,13 @@ string_enum!(
     Visibility, "visibility" { Organization => "organization", Global => "global" }
 );
 string_enum!(
-    /// What the image holds: a whole bootable disk.
-    ImageKind, "kind" { Disk => "disk" }
+    /// What the image holds: a whole bootable disk, or a root filesystem (booted with a kernel).
+    ImageKind, "kind" { Disk => "disk", Rootfs => "rootfs" }
 );
 string_enum!(
-    /// How the bytes are laid out: `raw`, a whole disk with an MBR or GPT.
-    DiskFormat, "diskFormat" { Raw => "raw" }
+    /// How the bytes are laid out: `raw`, a whole disk with an MBR or GPT; `ext4`, one ext4
+    /// filesystem (a root filesystem pulled from an OCI registry).
+    DiskFormat, "diskFormat" { Raw => "raw", Ext4 => "ext4" }
 );
 string_enum!(
     /// The CPU architecture the image boots on.
@@ -87,7 +88,7 @@ string_enum!(
 );
 string_enum!(
     /// Where the bytes came from.
-    SourceKind, "source" { Upload => "upload", Url => "url" }
+    SourceKind, "source" { Upload => "upload", Url => "url", DockerArchive => "docker-archive" }
 );
 string_enum!(
     /// The life cycle: `pending` waits for bytes, `importing` is being copied by the server,

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod consumers;
 mod docker_archive;
+mod docker_cli;
 mod files;
 mod hostile;
 mod images;

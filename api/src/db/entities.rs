@@ -292,3 +292,46 @@ pub mod kernel_consumers {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod docker_images {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "docker_images")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub image_id: String,
+        pub organization_id: String,
+        pub region_id: String,
+        pub docker_id: String,
+        pub config: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod docker_tags {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "docker_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub region_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub reference: String,
+        pub image_id: String,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -3,6 +3,7 @@
 pub(crate) mod console;
 mod consumers;
 mod defaults;
+pub(crate) mod docker;
 mod files;
 pub(crate) mod health;
 mod images;

@@ -442,7 +442,7 @@ where
     find_visible(st, access, id).await
 }
 
-fn stage_error<E: std::fmt::Display>(e: StageError<BodyError<E>>) -> ApiError {
+pub(crate) fn stage_error<E: std::fmt::Display>(e: StageError<BodyError<E>>) -> ApiError {
     match e {
         StageError::TooLarge { limit } => DomainError::TooLarge { limit }.into(),
         StageError::ChecksumMismatch { expected, actual } => DomainError::ChecksumMismatch { expected, actual }.into(),

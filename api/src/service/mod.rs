@@ -4,6 +4,7 @@
 pub mod body;
 pub mod consumers;
 pub mod defaults;
+pub mod docker;
 pub mod images;
 pub mod imports;
 pub mod jobs;

@@ -51,7 +51,7 @@ impl Sweeper {
         }
     }
 
-    /// Also sweeps this local staging directory (entries named `stage-*` or `bundle-*`).
+    /// Also sweeps this local staging directory (entries named `stage-*`, `bundle-*` or `load-*`).
     pub fn with_local_staging(mut self, dir: PathBuf) -> Self {
         self.local_staging = Some(dir);
         self
@@ -206,7 +206,7 @@ fn sweep_local_staging(dir: &std::path::Path, grace: Duration) -> Vec<String> {
     let mut removed = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("stage-") || name.starts_with("bundle-")) {
+        if !(name.starts_with("stage-") || name.starts_with("bundle-") || name.starts_with("load-")) {
             continue;
         }
         let Ok(meta) = e.metadata() else { continue };
