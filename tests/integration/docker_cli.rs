@@ -392,3 +392,76 @@ both!(
         assert_eq!(left, 0, "the load's staging is gone");
     }
 );
+
+async fn post_load(app: &TestApp, base: &str, token: &str, body: Vec<u8>) -> String {
+    let res = app
+        .client
+        .post(format!("{base}/docker/acme/local/images/load?quiet=1"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-tar")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.text().await.unwrap()
+}
+
+// Two replicas loading the same archive at once keep one image; two replicas moving the same tag
+// at once leave exactly one holder.
+both!(
+    docker_replicas_race,
+    config = |_: &mut strata_api::Config| {},
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, app_id) = app_archive(dir.path());
+        let (multi, alpine_id, _) = multi_archive(dir.path());
+        let mut other = app.sibling(app.cfg.clone()).await;
+        let t = token_rw(&app, "acme");
+        let bytes = std::fs::read(&archive).unwrap();
+        let (a, b) = tokio::join!(
+            post_load(&app, &app.direct, &t, bytes.clone()),
+            post_load(&app, &other.direct, &t, bytes.clone())
+        );
+        assert!(a.contains("Loaded image: team/app:v1"), "{a}");
+        assert!(b.contains("Loaded image: team/app:v1"), "{b}");
+        post_load(&app, &other.direct, &t, std::fs::read(&multi).unwrap()).await;
+        let cli = Cli::new(&app, "acme", "local", &t);
+        let ids: std::collections::BTreeSet<String> = cli
+            .images()
+            .iter()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 3, "one image per id: {ids:?}");
+        assert_eq!(app.stored().await.len(), 3, "no second copy stored");
+
+        for round in 0..10 {
+            let tag = |base: String, id: String| {
+                let c = app.client.clone();
+                let t = t.clone();
+                async move {
+                    let res = c
+                        .post(format!(
+                            "{base}/docker/acme/local/images/{id}/tag?repo=race&tag=r{round}"
+                        ))
+                        .bearer_auth(&t)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), StatusCode::CREATED);
+                }
+            };
+            tokio::join!(
+                tag(app.direct.clone(), app_id.clone()),
+                tag(other.direct.clone(), alpine_id.clone())
+            );
+            let holders: Vec<String> = cli
+                .images()
+                .into_iter()
+                .filter(|l| l.ends_with(&format!(" race:r{round}")))
+                .collect();
+            assert_eq!(holders.len(), 1, "{holders:?}");
+        }
+        other.stop().await;
+    }
+);
