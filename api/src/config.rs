@@ -237,7 +237,7 @@ impl Default for KernelsConfig {
     }
 }
 
-/// One downloadable kernel bundle (tar, tar.gz or tar.zst with `vmlinux`, optional `initrd.img`
+/// One downloadable kernel bundle (tar, tar.gz, tar.zst or tar.xz with `vmlinux`, optional `initrd.img`
 /// and `modules/`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

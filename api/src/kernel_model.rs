@@ -137,7 +137,7 @@ pub enum KernelSourceSpec {
         #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
     },
-    /// The caller uploads a tar, tar.gz or tar.zst holding `vmlinux`, optional `initrd.img` and
+    /// The caller uploads a tar, tar.gz, tar.zst or tar.xz holding `vmlinux`, optional `initrd.img` and
     /// optional `modules/` with `PUT .../kernels/{kernelID}/bundle`.
     #[schema(title = "KernelBundleUploadSource")]
     UploadBundle {
@@ -145,7 +145,7 @@ pub enum KernelSourceSpec {
         #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
     },
-    /// The server pulls a bundle (tar, tar.gz or tar.zst, laid out as for `upload-bundle`) from
+    /// The server pulls a bundle (tar, tar.gz, tar.zst or tar.xz, laid out as for `upload-bundle`) from
     /// an `http(s)` URL through the same address policy as URL image imports. The kernel is
     /// `importing` until the pull ends; poll it.
     #[schema(title = "KernelUrlSource")]

@@ -84,7 +84,7 @@ async fn list_kernels(
         (status = 409, description = "`name-taken`: a kernel of that name exists in this organization (or among global kernels) in this region; `quota-exceeded`: the organization's concurrent imports are all in use (pulls)", body = ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/json`", body = ErrorBody),
-        (status = 422, description = "Pulls, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first bytes), `invalid-archive` (the source is not a tar, tar.gz or tar.zst); `architecture-mismatch`: `architecture` differs from the catalog entry's", body = ErrorBody),
+        (status = 422, description = "Pulls, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first bytes), `invalid-archive` (the source is not a tar, tar.gz, tar.zst or tar.xz); `architecture-mismatch`: `architecture` differs from the catalog entry's", body = ErrorBody),
         (status = 500, response = Internal),
     ),
     security(("bearer" = []))
@@ -262,7 +262,7 @@ async fn upload_kernel_file(
     operation_id = "uploadKernelBundle",
     params(KernelPath),
     request_body(content = Binary, content_type = "application/octet-stream",
-        description = "A tar, tar.gz or tar.zst with `vmlinux`, optional `initrd.img` and optional `modules/` (other entries are refused)"),
+        description = "A tar, tar.gz, tar.zst or tar.xz with `vmlinux`, optional `initrd.img` and optional `modules/` (other entries are refused)"),
     responses(
         (status = 200, description = "Unpacked, checked and stored; the kernel is `ready`", body = KernelView,
             headers(("ETag" = String, description = "The kernel's new revision"))),
@@ -273,7 +273,7 @@ async fn upload_kernel_file(
         (status = 408, description = "`request-timeout`: the body stalled or came too slowly; nothing is kept", body = ErrorBody),
         (status = 409, description = "`invalid-state`: the kernel is not `pending`, or was created for a single vmlinux; `quota-exceeded`: the organization's stored bytes would exceed its quota", body = ErrorBody),
         (status = 413, description = "`too-large`: the bundle as sent is over `kernels.max_bytes`", body = ErrorBody),
-        (status = 415, description = "`unsupported-media-type`: send `application/octet-stream`, `application/x-tar`, `application/gzip` or `application/zstd`", body = ErrorBody),
+        (status = 415, description = "`unsupported-media-type`: send `application/octet-stream`, `application/x-tar`, `application/gzip`, `application/zstd` or `application/x-xz`", body = ErrorBody),
         (status = 422, description = "`invalid-archive` (not a tar, a refused entry, a path leaving the bundle, too many entries or bytes, no vmlinux), `unsupported-kernel-format`, `architecture-mismatch`, `checksum-mismatch`", body = ErrorBody),
         (status = 500, response = Internal),
     ),
@@ -290,8 +290,14 @@ async fn upload_kernel_bundle(
 ) -> ApiResult<HttpResponse> {
     require_content_type(
         &req,
-        &[OCTET, "application/x-tar", "application/gzip", "application/zstd"],
-        "application/octet-stream, application/x-tar, application/gzip or application/zstd",
+        &[
+            OCTET,
+            "application/x-tar",
+            "application/gzip",
+            "application/zstd",
+            "application/x-xz",
+        ],
+        "application/octet-stream, application/x-tar, application/gzip, application/zstd or application/x-xz",
     )?;
     upload_as(req, st, access, id, body, UploadKind::Bundle).await
 }

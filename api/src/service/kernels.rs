@@ -100,7 +100,7 @@ pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> 
 pub enum NewSource {
     /// `PUT .../file` with the vmlinux.
     Upload,
-    /// `PUT .../bundle` with a tar, tar.gz or tar.zst.
+    /// `PUT .../bundle` with a tar, tar.gz, tar.zst or tar.xz.
     UploadBundle,
     /// A bundle the server pulls (a job on the runner).
     Url { url: String },
