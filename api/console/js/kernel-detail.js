@@ -116,7 +116,7 @@ export async function renderKernelDetail(env, { region, org, id }) {
       const f = k.artifacts[a];
       const btn = h('button', { type: 'button', 'aria-label': `Download ${a}` }, 'Download');
       btn.addEventListener('click', () => download(a, filename, btn, out));
-      return h('tr', {}, h('th', { scope: 'row' }, a), h('td.nowrap', {}, `${fmtBytes(f.sizeBytes)}`, h('div.hint', {}, `${f.sizeBytes.toLocaleString('en')} bytes`)), h('td', {}, h('code.wrap', { title: f.sha256 }, f.sha256)), h('td', {}, btn));
+      return h('tr', {}, h('th.nowrap', { scope: 'row' }, a), h('td.nowrap', {}, `${fmtBytes(f.sizeBytes)}`, h('div.hint', {}, `${f.sizeBytes.toLocaleString('en')} bytes`)), h('td', {}, h('code.wrap', { title: f.sha256 }, f.sha256)), h('td.nowrap', {}, btn));
     });
     return h(
       'section.card',
@@ -286,8 +286,7 @@ export async function renderKernelDetail(env, { region, org, id }) {
           ['Updated', fmtDate(k.updatedAt)],
           ['Revision', String(k.revision)],
         ])),
-        statusCard,
-        filesCard(),
+        h('div.stack', {}, statusCard, filesCard()),
         h('section.card', { 'aria-labelledby': 'pv-h' }, h('h2', { id: 'pv-h' }, 'Provenance (read-only)'), dl([
           ['Source', k.provenance.source],
           ['Reference', mono(k.provenance.reference)],

@@ -22,8 +22,8 @@ export function kernelHref(k, fallbackOrg) {
 export function filesSummary(k) {
   const parts = ['vmlinux', 'initrd', 'modules']
     .filter((a) => k.artifacts && k.artifacts[a])
-    .map((a) => `${a} ${fmtBytes(k.artifacts[a].sizeBytes)}`);
-  return parts.length ? parts.join(' · ') : h('span.muted', {}, 'none yet');
+    .map((a) => h('li', {}, `${a} ${fmtBytes(k.artifacts[a].sizeBytes)}`));
+  return parts.length ? h('ul.files-list', { 'aria-label': 'Files' }, parts) : h('span.muted', {}, 'none yet');
 }
 
 function nameCell(k, fallbackOrg) {
@@ -155,8 +155,7 @@ export async function renderKernels(env) {
     columns: [
       { label: 'Name', sort: { asc: 'name' }, render: (k) => nameCell(k, fallbackOrg) },
       { label: 'Organization', render: (k) => k.organizationId || h('span.badge.global', {}, 'global') },
-      { label: 'Version', render: (k) => h('code.wrap', {}, k.version) },
-      { label: 'Distro', render: (k) => k.distro || '—' },
+      { label: 'Version', render: (k) => h('div.version-cell', {}, h('code.wrap', {}, k.version), k.distro ? h('span.distro', { title: 'Distro' }, k.distro) : null) },
       { label: 'Arch', render: (k) => k.architecture },
       { label: 'Status', render: statusCell },
       { label: 'Files', render: filesSummary },
@@ -194,7 +193,7 @@ export async function renderKernels(env) {
     if (aborter) aborter.abort();
   });
 
-  async function load(first) {
+  async function load() {
     aborter = new AbortController();
     table.setBusy(true);
     let page;
@@ -209,7 +208,7 @@ export async function renderKernels(env) {
     if (stopped) return;
     table.setItems(page.items);
     table.setBusy(false);
-    if (first) {
+    {
       replace(
         pagerSlot,
         pager({
@@ -231,11 +230,11 @@ export async function renderKernels(env) {
         }),
       );
     }
-    if (page.items.some((k) => k.status.state === 'importing') && !stopped) timer = setTimeout(() => load(false), 1000);
+    if (page.items.some((k) => k.status.state === 'importing') && !stopped) timer = setTimeout(load, 1000);
   }
 
-  renderCatalog(catalogSlot, { region, claims, isStopped: () => stopped, onPulled: () => { clearTimeout(timer); load(false); } });
-  await load(true);
+  renderCatalog(catalogSlot, { region, claims, isStopped: () => stopped, onPulled: () => { clearTimeout(timer); load(); } });
+  await load();
 }
 
 /**
@@ -282,11 +281,12 @@ async function renderCatalog(slot, { region, claims, isStopped, onPulled }) {
     return out;
   }
 
-  async function pull(e, btn, out) {
+  async function pull(e, nameIn, btn, out) {
     btn.disabled = true;
     replace(out);
     try {
-      const r = await api(`${v1(org, region)}/kernels`, { method: 'POST', body: { name: e.name, source: { type: 'catalog', entry: e.name } } });
+      const name = nameIn.value.trim() || e.name;
+      const r = await api(`${v1(org, region)}/kernels`, { method: 'POST', body: { name, source: { type: 'catalog', entry: e.name } } });
       pulls.set(e.name, { kernel: r.data });
       render(lastItems);
       onPulled();
@@ -329,8 +329,10 @@ async function renderCatalog(slot, { region, claims, isStopped, onPulled }) {
     replace(body, h('ul.catalog-list', { 'aria-label': 'Catalog entries' }, items.map((e) => {
       const out = h('div', { 'aria-live': 'polite' });
       const pulling = pulls.get(e.name)?.kernel?.status.state === 'importing';
+      // The new kernel's name: the entry's by default; another one to pull the entry again.
+      const nameIn = h('input.pull-name', { type: 'text', value: e.name, maxlength: 63, 'aria-label': `Kernel name for ${e.name}`, title: 'Name of the new kernel' });
       const btn = mayWrite
-        ? h('button.primary', { type: 'button', disabled: pulling, 'aria-label': `Pull ${e.name}`, onclick: () => pull(e, btn, out) }, e.inOrganization ? 'Pull again' : 'Pull')
+        ? h('button.primary', { type: 'button', disabled: pulling, 'aria-label': `Pull ${e.name}`, onclick: () => pull(e, nameIn, btn, out) }, e.inOrganization ? 'Pull again' : 'Pull')
         : null;
       return h(
         'li.catalog-entry',
@@ -339,7 +341,7 @@ async function renderCatalog(slot, { region, claims, isStopped, onPulled }) {
           h('div.catalog-title', {}, h('strong', {}, e.name), ' ', h('span.muted', {}, [e.distro, e.version, e.architecture].filter(Boolean).join(' · '))),
           e.description ? h('p.catalog-desc', {}, e.description) : null,
           h('div.catalog-meta', {}, `${fmtBytes(e.sizeBytes)} · sha256 `, h('code', { title: e.sha256 }, `${e.sha256.slice(0, 12)}…`))),
-        h('div.catalog-side', {}, stateCell(e), btn),
+        h('div.catalog-side', {}, stateCell(e), mayWrite ? h('form.pull', { onsubmit: (ev) => { ev.preventDefault(); if (!btn.disabled) pull(e, nameIn, btn, out); } }, nameIn, btn) : null),
         out,
       );
     })));
