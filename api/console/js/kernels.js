@@ -155,8 +155,7 @@ export async function renderKernels(env) {
     columns: [
       { label: 'Name', sort: { asc: 'name' }, render: (k) => nameCell(k, fallbackOrg) },
       { label: 'Organization', render: (k) => k.organizationId || h('span.badge.global', {}, 'global') },
-      { label: 'Version', render: (k) => h('div.version-cell', {}, h('code.wrap', {}, k.version), k.distro ? h('span.distro', { title: 'Distro' }, k.distro) : null) },
-      { label: 'Arch', render: (k) => k.architecture },
+      { label: 'Version', render: (k) => h('div.version-cell', {}, h('code.wrap', {}, k.version), h('span.distro', {}, [k.distro, k.architecture].filter(Boolean).join(' · '))) },
       { label: 'Status', render: statusCell },
       { label: 'Files', render: filesSummary },
       { label: 'Created', className: 'nowrap', sort: { asc: 'createdAt', desc: '-createdAt' }, render: (k) => h('time', { datetime: k.createdAt }, fmtDate(k.createdAt)) },
@@ -208,6 +207,7 @@ export async function renderKernels(env) {
     if (stopped) return;
     table.setItems(page.items);
     table.setBusy(false);
+    catalog.sync(page.items);
     {
       replace(
         pagerSlot,
@@ -233,7 +233,8 @@ export async function renderKernels(env) {
     if (page.items.some((k) => k.status.state === 'importing') && !stopped) timer = setTimeout(load, 1000);
   }
 
-  renderCatalog(catalogSlot, { region, claims, isStopped: () => stopped, onPulled: () => { clearTimeout(timer); load(); } });
+  const catalog = { sync: () => {} };
+  renderCatalog(catalogSlot, catalog, { region, claims, isStopped: () => stopped, onPulled: () => { clearTimeout(timer); load(); } });
   await load();
 }
 
@@ -241,7 +242,7 @@ export async function renderKernels(env) {
  * The catalog of one organization (the catalog's pulled/available state is per organization):
  * a picker when the token has several, a Pull button per entry, and the pull's progress.
  */
-async function renderCatalog(slot, { region, claims, isStopped, onPulled }) {
+async function renderCatalog(slot, hooks, { region, claims, isStopped, onPulled }) {
   const heading = h('h2', { id: 'cat-h' }, 'Kernel catalog');
   const orgs = claims.orgs;
   if (!orgs.length) {
@@ -320,6 +321,20 @@ async function renderCatalog(slot, { region, claims, isStopped, onPulled }) {
   }
 
   let lastItems = [];
+  // Names typed into the pull forms survive the re-renders progress causes.
+  const typed = new Map();
+  // The table's live reloads carry the same kernels: the catalog's bars move with them.
+  hooks.sync = (kernels) => {
+    let changed = false;
+    for (const p of pulls.values()) {
+      const k = kernels.find((x) => p.kernel && x.id === p.kernel.id);
+      if (k && k.revision >= p.kernel.revision && k.status.state === 'importing') {
+        p.kernel = k;
+        changed = true;
+      }
+    }
+    if (changed) render(lastItems);
+  };
   function render(items) {
     lastItems = items;
     if (!items.length) {
@@ -330,7 +345,7 @@ async function renderCatalog(slot, { region, claims, isStopped, onPulled }) {
       const out = h('div', { 'aria-live': 'polite' });
       const pulling = pulls.get(e.name)?.kernel?.status.state === 'importing';
       // The new kernel's name: the entry's by default; another one to pull the entry again.
-      const nameIn = h('input.pull-name', { type: 'text', value: e.name, maxlength: 63, 'aria-label': `Kernel name for ${e.name}`, title: 'Name of the new kernel' });
+      const nameIn = h('input.pull-name', { type: 'text', value: typed.get(e.name) ?? e.name, maxlength: 63, oninput: (ev) => typed.set(e.name, ev.target.value), 'aria-label': `Kernel name for ${e.name}`, title: 'Name of the new kernel' });
       const btn = mayWrite
         ? h('button.primary', { type: 'button', disabled: pulling, 'aria-label': `Pull ${e.name}`, onclick: () => pull(e, nameIn, btn, out) }, e.inOrganization ? 'Pull again' : 'Pull')
         : null;
