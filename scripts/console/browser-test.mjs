@@ -96,7 +96,10 @@ fs.writeFileSync(
   path.join(dir, 'strata.toml'),
   `data_dir = ${JSON.stringify(dir)}\n[imports]\nallow_hosts = ["127.0.0.1"]\npoll_interval_ms = 200\n[quotas]\nmax_images = 200000\n` +
     '\n[[kernel_catalog]]\nname = "debian-12-amd64"\ndistro = "debian"\narchitecture = "x86_64"\nversion = "6.1.0-18"\n' +
-    `url = ${JSON.stringify(bundleUrl)}\nsha256 = "${BUNDLE_SHA}"\nsizeBytes = ${BUNDLE.length}\ndescription = ${JSON.stringify(`Debian 12 cloud kernel ${KXSS}`)}\n`,
+    `url = ${JSON.stringify(bundleUrl)}\nsha256 = "${BUNDLE_SHA}"\nsizeBytes = ${BUNDLE.length}\ndescription = ${JSON.stringify(`Debian 12 cloud kernel ${KXSS}`)}\n` +
+    // The same bundle promised with another sha256: its pull fails with checksum-mismatch.
+    '\n[[kernel_catalog]]\nname = "broken-sha"\narchitecture = "x86_64"\nversion = "6.1.0-18"\n' +
+    `url = ${JSON.stringify(bundleUrl)}\nsha256 = "${'0'.repeat(64)}"\nsizeBytes = ${BUNDLE.length}\n`,
 );
 const cfgArgs = ['--config', path.join(dir, 'strata.toml')];
 const server = spawn(BIN, ['serve', ...cfgArgs, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -562,6 +565,18 @@ await scenario('catalog pull: the kernel imports with live progress and the entr
   await entry.getByRole('button', { name: 'Pull debian-12-amd64' }).click();
   await entry.getByText('name-taken').waitFor();
   await shot('22-kernel-pulled');
+});
+
+await scenario('a failed catalog pull shows failed with its reason code', async () => {
+  const entry = page.locator('li.catalog-entry[data-entry="broken-sha"]');
+  await entry.getByRole('button', { name: 'Pull broken-sha' }).click();
+  const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'broken-sha' }) });
+  await row.locator('.state-failed').waitFor({ timeout: 60000 });
+  await row.locator('.reason-code', { hasText: 'checksum-mismatch' }).waitFor();
+  await entry.locator('.reason-code', { hasText: 'checksum-mismatch' }).waitFor();
+  await shot('26-kernel-pull-failed');
+  await row.getByRole('link', { name: 'broken-sha' }).click();
+  await page.locator('dd code', { hasText: 'checksum-mismatch' }).waitFor();
 });
 
 await scenario('an XSS probe in a kernel renders as text', async () => {

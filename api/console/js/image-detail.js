@@ -311,9 +311,8 @@ export async function renderImageDetail(env, { region, org, id }) {
   function statusList(reason) {
     const s = img.status;
     return dl([
-      ['State', statusCell(img)],
+      ['State', s.state === 'failed' ? h(`span.state.state-${s.state}`, {}, s.state) : statusCell(img)],
       ['Reason', reason],
-      s.reasonCode ? ['Reason code', h('code', {}, s.reasonCode)] : null,
       ['Bytes', s.bytesTotal ? `${fmtBytes(s.bytesDone)} of ${fmtBytes(s.bytesTotal)}` : fmtBytes(s.bytesDone)],
     ]);
   }

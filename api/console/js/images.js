@@ -20,7 +20,9 @@ export function statusCell(img) {
   const phase = typeof s.phase === 'string' && s.phase ? h('span.phase', {}, s.phase) : null;
   if (s.state !== 'importing') {
     if (s.state === 'failed' && (s.reason || s.reasonCode)) {
-      return h('span', {}, badge, s.reasonCode ? h('code.reason-code', {}, ` ${s.reasonCode}`) : null, s.reason ? h('span.reason', {}, ` ${s.reason}`) : null);
+      // The reason often repeats the code as its prefix ("checksum-mismatch: expected ..."): once is enough.
+      const reason = s.reasonCode && s.reason && s.reason.startsWith(`${s.reasonCode}:`) ? s.reason.slice(s.reasonCode.length + 1).trim() : s.reason;
+      return h('span', {}, badge, s.reasonCode ? h('code.reason-code', {}, ` ${s.reasonCode}`) : null, reason ? h('span.reason', {}, ` ${reason}`) : null);
     }
     return phase ? h('span', {}, badge, ' ', phase) : badge;
   }

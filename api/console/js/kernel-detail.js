@@ -239,8 +239,8 @@ export async function renderKernelDetail(env, { region, org, id }) {
   function statusList() {
     const s = k.status;
     return dl([
-      ['State', statusCell(k)],
-      ['Reason', s.reason],
+      ['State', s.state === 'failed' ? h(`span.state.state-${s.state}`, {}, s.state) : statusCell(k)],
+      ['Reason', s.reasonCode && s.reason && s.reason.startsWith(`${s.reasonCode}:`) ? s.reason.slice(s.reasonCode.length + 1).trim() : s.reason],
       s.reasonCode ? ['Reason code', h('code', {}, s.reasonCode)] : null,
       ['Bytes', s.bytesTotal ? `${fmtBytes(s.bytesDone)} of ${fmtBytes(s.bytesTotal)}` : fmtBytes(s.bytesDone)],
     ]);
