@@ -22,7 +22,7 @@ export function statusCell(img) {
     if (s.state === 'failed' && (s.reason || s.reasonCode)) {
       // The reason often repeats the code as its prefix ("checksum-mismatch: expected ..."): once is enough.
       const reason = s.reasonCode && s.reason && s.reason.startsWith(`${s.reasonCode}:`) ? s.reason.slice(s.reasonCode.length + 1).trim() : s.reason;
-      return h('span', {}, badge, s.reasonCode ? h('code.reason-code', {}, ` ${s.reasonCode}`) : null, reason ? h('span.reason', {}, ` ${reason}`) : null);
+      return h('span', {}, badge, s.reasonCode ? h('code.reason-code', {}, ` ${s.reasonCode}`) : null, reason ? h('span.reason', { title: reason }, ` ${reason}`) : null);
     }
     return phase ? h('span', {}, badge, ' ', phase) : badge;
   }

@@ -158,7 +158,7 @@ export async function renderKernels(env) {
       { label: 'Version', render: (k) => h('div.version-cell', {}, h('code.wrap', {}, k.version), h('span.distro', {}, [k.distro, k.architecture].filter(Boolean).join(' · '))) },
       { label: 'Status', render: statusCell },
       { label: 'Files', render: filesSummary },
-      { label: 'Created', className: 'nowrap', sort: { asc: 'createdAt', desc: '-createdAt' }, render: (k) => h('time', { datetime: k.createdAt }, fmtDate(k.createdAt)) },
+      { label: 'Created', className: 'nowrap', sort: { asc: 'createdAt', desc: '-createdAt' }, render: (k) => h('time', { datetime: k.createdAt, title: fmtDate(k.createdAt) }, fmtDate(k.createdAt).slice(0, 10)) },
       { label: 'Source', render: (k) => h('span', { title: k.provenance.reference || '' }, k.provenance.source) },
     ],
   });
