@@ -465,3 +465,57 @@ both!(
         other.stop().await;
     }
 );
+
+// `docker import` (GitLab Runner's older fallback): a rootfs tar, plain or xz, becomes a
+// single-layer image with the changes applied.
+both!(
+    docker_import_tar_and_xz,
+    config = |_: &mut strata_api::Config| {},
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        run(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+        let xz = dir.path().join("rootfs.tar.xz");
+        let out = Command::new("xz").arg("-c").arg(&tar).output().unwrap();
+        std::fs::write(&xz, out.stdout).unwrap();
+        let cli = Cli::new(&app, "acme", "local", &token_rw(&app, "acme"));
+        let id = cli.ok(&[
+            "import",
+            "--change",
+            "CMD [\"/bin/hello\"]",
+            "--change",
+            "ENV GREETING=hi",
+            "--change",
+            "WORKDIR /bin",
+            tar.to_str().unwrap(),
+            "ci/rootfs:1",
+        ]);
+        let id = id.trim();
+        assert!(id.starts_with("sha256:"), "{id}");
+        let inspect = cli.ok(&[
+            "image",
+            "inspect",
+            "ci/rootfs:1",
+            "--format",
+            "{{.Id}}|{{json .Config.Cmd}}|{{json .Config.Env}}|{{.Config.WorkingDir}}|{{len .RootFS.Layers}}",
+        ]);
+        assert_eq!(
+            inspect.trim(),
+            format!("{id}|[\"/bin/hello\"]|[\"GREETING=hi\"]|/bin|1")
+        );
+        let id2 = cli.ok(&["import", xz.to_str().unwrap(), "ci/rootfs:xz"]);
+        assert!(id2.trim().starts_with("sha256:"));
+        let e = cli.fails(&["import", "--change", "RUN rm -rf /", tar.to_str().unwrap()]);
+        assert!(e.contains("RUN is not supported"), "{e}");
+        let mut tags: Vec<String> = cli
+            .images()
+            .iter()
+            .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+            .collect();
+        tags.sort();
+        assert_eq!(tags, ["ci/rootfs:1", "ci/rootfs:xz"]);
+    }
+);

@@ -39,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/info", web::get().to(info))
                 .route("/images/json", web::get().to(list_images))
                 .route("/images/load", web::post().to(load))
+                .route("/images/create", web::post().to(create))
                 .route("/images/{name:.+}/json", web::get().to(inspect))
                 .route("/images/{name:.+}/tag", web::post().to(tag))
                 .route("/images/{name:.+}", web::delete().to(remove))
@@ -221,6 +222,36 @@ async fn load(
     let mut res = HttpResponse::Ok();
     engine_headers(&mut res);
     res.content_type("application/json").body(out)
+}
+
+/// `POST /images/create`: only `fromSrc=-` (`docker import`, the body is the tar); pulling from a
+/// registry (`fromImage`) is the v1 API's OCI import, not this one.
+async fn create(
+    st: web::Data<AppState>,
+    access: OrgRegion<ImagesWrite>,
+    q: web::Query<Vec<(String, String)>>,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    if get("fromSrc") != Some("-") {
+        return Err(strata_domain::DomainError::invalid(
+            "fromSrc",
+            "only docker import from the request body (fromSrc=-) is supported; pull images with the v1 API",
+        )
+        .into());
+    }
+    let changes: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let _in_flight = st.metrics.upload_started();
+    let id = docker::import(&st, &access, body.into_stream(), get("repo"), get("tag"), &changes).await?;
+    let mut res = HttpResponse::Ok();
+    engine_headers(&mut res);
+    Ok(res
+        .content_type("application/json")
+        .body(format!("{}\n", json!({ "status": id }))))
 }
 
 #[derive(Debug, Deserialize)]

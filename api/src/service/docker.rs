@@ -454,3 +454,149 @@ pub async fn remove(
 fn familiar(reference: &str) -> String {
     Reference::parse(reference).map_or_else(|_| reference.to_owned(), |r| r.familiar())
 }
+
+/// `docker import -` (`POST /images/create?fromSrc=-`): one tar (plain, gzip, zstd or xz) becomes
+/// a single-layer image, its config made here with the `changes` applied (CMD, ENTRYPOINT, ENV,
+/// WORKDIR, USER, LABEL, EXPOSE), then built and stored as a load is. Returns the image id.
+pub async fn import<S, E>(
+    st: &AppState,
+    access: &OrgRegion<ImagesWrite>,
+    body: S,
+    repo: Option<&str>,
+    tag: Option<&str>,
+    changes: &[String],
+) -> ApiResult<String>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut image_config = serde_json::Map::new();
+    for c in changes {
+        apply_change(&mut image_config, c)?;
+    }
+    let repo_tags = match repo.filter(|r| !r.is_empty()) {
+        None => vec![],
+        Some(r) => {
+            let raw = match tag.filter(|t| !t.is_empty()) {
+                Some(t) => format!("{r}:{t}"),
+                None => r.to_owned(),
+            };
+            let r = Reference::parse(&raw)?.with_default_tag();
+            if r.digest().is_some() {
+                return Err(DomainError::invalid("repo", "a tag cannot name a digest").into());
+            }
+            vec![r]
+        }
+    };
+    let max = st.limits.max_image_bytes;
+    let work = WorkDir(st.kernels.staging_dir.join(format!("load-{}", uuid::Uuid::new_v4())));
+    tokio::fs::create_dir_all(&work.0)
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("creating an import directory: {e}")))?;
+    let body = guard(body, Pace::from_limits(&st.limits), None).await;
+    let staged = stage(body, &work.0, max, 0, None)
+        .await
+        .map_err(crate::service::kernels::stage_error)?;
+    let layer = staged.path.clone();
+    let diff = tokio::task::spawn_blocking(move || docker_archive::uncompressed_sha256(&layer, max))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e.to_domain() {
+            Some(d) => ApiError::from(d),
+            None => ApiError::internal(anyhow::anyhow!("reading an imported layer: {e}")),
+        })?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let config = serde_json::json!({
+        "architecture": match std::env::consts::ARCH { "aarch64" => "arm64", _ => "amd64" },
+        "os": "linux",
+        "created": now,
+        "config": image_config,
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff}")]},
+        "history": [{"created": now, "comment": "Imported from -"}],
+    });
+    let config = serde_json::to_vec(&config).map_err(ApiError::internal)?;
+    let id = strata_domain::reference::Digest::from_sha256_hex(&hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        &config,
+    )))?;
+    let loaded = LoadedImage {
+        id,
+        config,
+        repo_tags,
+        layers: vec![staged.path.clone()],
+        diff_ids: vec![format!("sha256:{diff}")],
+    };
+    let img = load_one(st, access, &loaded, &work.0.join("image")).await?;
+    drop(staged);
+    Ok(img.docker_id)
+}
+
+/// One Dockerfile instruction of `docker import --change`, applied to the image config.
+fn apply_change(cfg: &mut serde_json::Map<String, serde_json::Value>, change: &str) -> Result<(), DomainError> {
+    use serde_json::{Value, json};
+    let bad = |why: &str| DomainError::invalid("changes", format!("{change:?}: {why}"));
+    let (instr, rest) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| bad("no argument"))?;
+    let rest = rest.trim();
+    // exec form `["a", "b"]`, or shell form run by /bin/sh -c
+    let command = |rest: &str| -> Result<Value, DomainError> {
+        if rest.starts_with('[') {
+            let v: Vec<String> = serde_json::from_str(rest).map_err(|_| bad("not a JSON array of strings"))?;
+            Ok(json!(v))
+        } else {
+            Ok(json!(["/bin/sh", "-c", rest]))
+        }
+    };
+    let pair = |rest: &str| -> Result<(String, String), DomainError> {
+        let (k, v) = rest
+            .split_once('=')
+            .or_else(|| rest.split_once(char::is_whitespace))
+            .ok_or_else(|| bad("wants KEY=VALUE"))?;
+        Ok((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+    };
+    match instr.to_ascii_uppercase().as_str() {
+        "CMD" => {
+            cfg.insert("Cmd".into(), command(rest)?);
+        }
+        "ENTRYPOINT" => {
+            cfg.insert("Entrypoint".into(), command(rest)?);
+        }
+        "WORKDIR" => {
+            cfg.insert("WorkingDir".into(), json!(rest));
+        }
+        "USER" => {
+            cfg.insert("User".into(), json!(rest));
+        }
+        "ENV" => {
+            let (k, v) = pair(rest)?;
+            let env = cfg.entry("Env").or_insert_with(|| json!([]));
+            if let Some(list) = env.as_array_mut() {
+                list.retain(|e| e.as_str().is_none_or(|e| !e.starts_with(&format!("{k}="))));
+                list.push(json!(format!("{k}={v}")));
+            }
+        }
+        "LABEL" => {
+            let (k, v) = pair(rest)?;
+            let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
+            if let Some(m) = labels.as_object_mut() {
+                m.insert(k, json!(v));
+            }
+        }
+        "EXPOSE" => {
+            let ports = cfg.entry("ExposedPorts").or_insert_with(|| json!({}));
+            for p in rest.split_whitespace() {
+                let p = if p.contains('/') {
+                    p.to_owned()
+                } else {
+                    format!("{p}/tcp")
+                };
+                if let Some(m) = ports.as_object_mut() {
+                    m.insert(p, json!({}));
+                }
+            }
+        }
+        other => return Err(bad(&format!("{other} is not supported by docker import here"))),
+    }
+    Ok(())
+}
