@@ -37,7 +37,7 @@ pub enum DomainError {
     InvalidInput { field: String, reason: String },
     #[error("tag key {key:?} uses the reserved prefix {prefix:?}; these tags are set by the server only")]
     ReservedTag { key: String, prefix: &'static str },
-    #[error("an image named {name:?} already exists here")]
+    #[error("the name {name:?} is taken in this organization and region (or among global artifacts); choose another")]
     NameTaken { name: String },
     #[error("image is {actual}; this operation needs it to be {expected}")]
     InvalidState { actual: String, expected: String },
