@@ -353,6 +353,15 @@ pub struct ListParams {
     /// `owned`: only the organization's own images; `available` (default): plus global images.
     #[param(pattern = "^(available|owned)$")]
     pub scope: Option<String>,
+    /// Page size, 1-10000; default 10000 (the default image quota of an organization, so a
+    /// client that never pages sees every image of one within it). More follow when the
+    /// response has a `Next-Page-Token` header.
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+    /// The `Next-Page-Token` of the previous page, with the same `scope`.
+    #[serde(rename = "pageToken")]
+    #[param(max_length = 1024, pattern = "^[A-Za-z0-9_-]{1,1024}$")]
+    pub page_token: Option<String>,
 }
 
 /// Path parameters, for the OpenAPI document.

@@ -6,6 +6,7 @@
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use strata_domain::ids::{ImageId, OrganizationId, RegionId};
 use strata_domain::image::{Image, Visibility};
+use strata_domain::query::{ImageQuery, OrgFilter, Sort};
 
 use super::entities::images;
 use super::{Db, DbResult};
@@ -76,21 +77,29 @@ impl<'a> OrgImages<'a> {
         self.one(id, self.modifiable()).await
     }
 
-    /// Its images (and, with `include_global`, the global ones), by name.
-    pub async fn list(&self, include_global: bool) -> DbResult<Vec<Image>> {
-        let cond = if include_global {
-            self.visible()
-        } else {
-            Condition::all()
-                .add(images::Column::RegionId.eq(self.region.as_str()))
-                .add(images::Column::OrganizationId.eq(self.org.as_str()))
+    /// The v2 query for this organization's images (and, with `include_global`, the global
+    /// ones) by name: the v1 list's pages. Add a cursor with `after` before [`Self::page`].
+    pub fn by_name(&self, include_global: bool, limit: u32) -> ImageQuery {
+        ImageQuery {
+            organizations: OrgFilter::Only(vec![self.org.clone()]),
+            include_global,
+            states: vec![],
+            name: None,
+            architecture: None,
+            tags: vec![],
+            sort: Sort::Name,
+            limit,
+            after: None,
+        }
+    }
+
+    /// One page of `q`, plus whether more follow. Whatever organizations `q` names, it reads only
+    /// this organization's images and the global ones: the tenant filter is set here.
+    pub async fn page(&self, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
+        let q = ImageQuery {
+            organizations: OrgFilter::Only(vec![self.org.clone()]),
+            ..q.clone()
         };
-        let rows = images::Entity::find()
-            .filter(cond)
-            .order_by_asc(images::Column::Name)
-            .order_by_asc(images::Column::Id)
-            .all(self.db)
-            .await?;
-        super::images::hydrate(self.db, rows).await
+        super::images::query(self.db, self.region, &q).await
     }
 }

@@ -22,7 +22,8 @@ fn with_etag(status: actix_web::http::StatusCode, img: &strata_domain::image::Im
     operation_id = "listImages",
     params(OrgRegionPath, ListParams),
     responses(
-        (status = 200, description = "The organization's images and, unless `scope=owned`, the global ones, by name", body = Vec<ImageView>),
+        (status = 200, description = "The organization's images and, unless `scope=owned`, the global ones, by name; one page of them (`limit`, default 10000)", body = Vec<ImageView>,
+            headers(("Next-Page-Token" = String, description = "Present when more images follow: pass it as `pageToken` for the next page"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -42,8 +43,12 @@ async fn list_images(
         Some("owned") => true,
         Some(_) => return Err(DomainError::invalid("scope", "must be owned or available").into()),
     };
-    let images = service::images::list(&st, &access, owned).await?;
-    Ok(HttpResponse::Ok().json(images.iter().map(ImageView::from).collect::<Vec<_>>()))
+    let page = service::images::list(&st, &access, owned, params.limit, params.page_token.as_deref()).await?;
+    let mut res = HttpResponse::Ok();
+    if let Some(token) = &page.next_page_token {
+        res.insert_header(("Next-Page-Token", token.as_str()));
+    }
+    Ok(res.json(page.items.iter().map(ImageView::from).collect::<Vec<_>>()))
 }
 
 /// Create an image (state `pending`); upload its bytes with `PUT .../file`
