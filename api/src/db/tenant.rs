@@ -3,7 +3,7 @@
 //! runs carries the region and the organization/visibility condition in its SQL. A service cannot
 //! forget the tenant filter: there is no unfiltered method here to call.
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter};
 use strata_domain::ids::{ImageId, OrganizationId, RegionId};
 use strata_domain::image::{Image, Visibility};
 use strata_domain::query::{ImageQuery, OrgFilter, Sort};
