@@ -353,6 +353,15 @@ pub struct ListParams {
     /// `owned`: only the organization's own images; `available` (default): plus global images.
     #[param(pattern = "^(available|owned)$")]
     pub scope: Option<String>,
+}
+
+/// The v1 image list's parameters: a scope, and pages.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImageListParams {
+    /// `owned`: only the organization's own images; `available` (default): plus global images.
+    #[param(pattern = "^(available|owned)$")]
+    pub scope: Option<String>,
     /// Page size, 1-10000; default 10000 (the default image quota of an organization, so a
     /// client that never pages sees every image of one within it). More follow when the
     /// response has a `Next-Page-Token` header.
