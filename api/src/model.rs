@@ -355,6 +355,24 @@ pub struct ListParams {
     pub scope: Option<String>,
 }
 
+/// The v1 image list's parameters: a scope, and pages.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImageListParams {
+    /// `owned`: only the organization's own images; `available` (default): plus global images.
+    #[param(pattern = "^(available|owned)$")]
+    pub scope: Option<String>,
+    /// Page size, 1-10000; default 10000 (the default image quota of an organization, so a
+    /// client that never pages sees every image of one within it). More follow when the
+    /// response has a `Next-Page-Token` header.
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+    /// The `Next-Page-Token` of the previous page, with the same `scope`.
+    #[serde(rename = "pageToken")]
+    #[param(max_length = 1024, pattern = "^[A-Za-z0-9_-]{1,1024}$")]
+    pub page_token: Option<String>,
+}
+
 /// Path parameters, for the OpenAPI document.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -15,6 +15,11 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 pub const MAX_TAG_FILTERS: usize = 16;
 pub const MAX_ORG_FILTERS: usize = 100;
+/// v1 `GET .../images` pages too; its default page is the default image quota per organization
+/// (`quotas.max_images`), so a client that never pages still sees every image of an organization
+/// within that quota.
+pub const V1_DEFAULT_LIMIT: u32 = 10_000;
+pub const V1_MAX_LIMIT: u32 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Sort {
@@ -83,13 +88,15 @@ struct Token {
 
 impl ImageQuery {
     pub fn check_limit(limit: Option<u32>) -> Result<u32, DomainError> {
+        Self::check_limit_of(limit, DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    /// `limit` if it is within `1..=max`, `default` if absent.
+    pub fn check_limit_of(limit: Option<u32>, default: u32, max: u32) -> Result<u32, DomainError> {
         match limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
-            Some(_) => Err(DomainError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            )),
+            None => Ok(default),
+            Some(l) if (1..=max).contains(&l) => Ok(l),
+            Some(_) => Err(DomainError::invalid("limit", format!("must be between 1 and {max}"))),
         }
     }
 
@@ -184,5 +191,10 @@ mod tests {
         assert_eq!(ImageQuery::check_limit(None).unwrap(), 100);
         assert!(ImageQuery::check_limit(Some(0)).is_err());
         assert!(ImageQuery::check_limit(Some(1001)).is_err());
+        assert_eq!(
+            ImageQuery::check_limit_of(None, V1_DEFAULT_LIMIT, V1_MAX_LIMIT).unwrap(),
+            10_000
+        );
+        assert!(ImageQuery::check_limit_of(Some(10_001), V1_DEFAULT_LIMIT, V1_MAX_LIMIT).is_err());
     }
 }

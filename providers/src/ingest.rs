@@ -1,7 +1,8 @@
 //! The one streaming pipeline every way of getting bytes into Strata goes through (uploads, URL
 //! imports, and later kernel artifacts, archives, ext4 builds): inspect the head with the
-//! [`Inspector`] of the artifact being stored, then stream to storage while hashing and counting,
-//! with a size cap; on any failure the partial object is aborted.
+//! [`Inspector`] of the artifact being stored, then stream to storage while hashing (on a thread
+//! of its own, beside the copy) and counting, with a size cap; on any failure the partial object
+//! is aborted.
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -82,6 +83,74 @@ pub trait UploadLedger: Send + Sync {
     async fn ended(&self, upload_id: &str);
 }
 
+/// Bytes handed to the hashing thread at once: a small-chunked body must not cost a thread
+/// wake-up per chunk.
+const HASH_BATCH: usize = 1 << 20;
+/// Batches queued for the hashing thread; bounds the memory one ingest holds for hashing.
+const HASH_QUEUE: usize = 4;
+
+/// sha256 on a blocking thread beside the copy: while a batch is hashed, the next bytes are
+/// received and written. The batches share the chunks the writer holds; nothing is copied or
+/// read twice. Dropping it ends the thread.
+struct BackgroundHasher {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<Bytes>>>,
+    batch: Vec<Bytes>,
+    batched: usize,
+    task: tokio::task::JoinHandle<Sha256>,
+}
+
+impl BackgroundHasher {
+    fn new() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            while let Some(batch) = rx.blocking_recv() {
+                for bytes in batch {
+                    hasher.update(&bytes);
+                }
+            }
+            hasher
+        });
+        Self {
+            tx: Some(tx),
+            batch: Vec::new(),
+            batched: 0,
+            task,
+        }
+    }
+
+    async fn update(&mut self, bytes: &Bytes) {
+        self.batched += bytes.len();
+        self.batch.push(bytes.clone());
+        if self.batched >= HASH_BATCH {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        if let Some(tx) = &self.tx {
+            // A send fails only when the thread is gone (it panicked): `finish` reports that.
+            let _ = tx.send(batch).await;
+        }
+    }
+
+    /// The lowercase hex digest of everything passed to `update`.
+    async fn finish(mut self) -> Result<String, StorageError> {
+        self.flush().await;
+        drop(self.tx.take());
+        let hasher = self
+            .task
+            .await
+            .map_err(|e| StorageError::Config(format!("hashing failed: {e}")))?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
 /// Streams `body` into the object `key`, after `inspector` accepted its head. Returns only after
 /// the object is complete and verified; on error nothing remains under the key.
 pub async fn ingest<S, E, I>(
@@ -136,7 +205,7 @@ where
         _ => None,
     };
     let result = async {
-        let mut hasher = Sha256::new();
+        let mut hasher = BackgroundHasher::new();
         let mut size: u64 = 0;
         let mut chunk = Some(head.freeze());
         loop {
@@ -157,11 +226,11 @@ where
                     limit: limits.max_bytes,
                 });
             }
-            hasher.update(&bytes);
+            hasher.update(&bytes).await;
             writer.write(bytes).await?;
             progress(size);
         }
-        let sha256 = hex::encode(hasher.finalize());
+        let sha256 = hasher.finish().await?;
         if let Some(expected) = limits.expected_sha256.as_ref().filter(|e| **e != sha256) {
             return Err(IngestError::ChecksumMismatch {
                 expected: expected.clone(),

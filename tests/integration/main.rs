@@ -22,6 +22,7 @@ mod metrics;
 mod oci_client;
 mod oci_pull;
 mod openapi_spec;
+mod plans;
 mod query;
 mod quotas;
 mod registry;

@@ -235,3 +235,74 @@ both!(v2_query, |app: TestApp| async move {
         .collect();
     assert!(n1.is_disjoint(&n2));
 });
+
+both!(v1_list_pages, |app: TestApp| async move {
+    let a = app.token(&["a"]);
+    let admin = app.admin_token();
+    for i in 0..7 {
+        app.create_named("a", &a, &format!("a-{i}")).await;
+    }
+    app.create(
+        "a",
+        &admin,
+        json!({"name": "g-0", "visibility": "global", "source": {"type": "upload"}}),
+    )
+    .await;
+    let list = format!("{}/images", app.v1("a", "local"));
+    // The default page holds a normal organization's images: all of them, no token.
+    let res = app.req(Method::GET, &list, &a).send().await.unwrap();
+    assert!(res.headers().get("next-page-token").is_none());
+    let all = expect_status(res, StatusCode::OK).await;
+    let names: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a-0", "a-1", "a-2", "a-3", "a-4", "a-5", "a-6", "g-0"]);
+    // Pages of 3 through Next-Page-Token give the same images in the same order, once each.
+    for (scope, want) in [("available", names.clone()), ("owned", names[..7].to_vec())] {
+        let mut got = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10 {
+            let url = match &token {
+                Some(t) => format!("{list}?scope={scope}&limit=3&pageToken={t}"),
+                None => format!("{list}?scope={scope}&limit=3"),
+            };
+            let res = app.req(Method::GET, &url, &a).send().await.unwrap();
+            token = res
+                .headers()
+                .get("next-page-token")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let page = expect_status(res, StatusCode::OK).await;
+            assert!(page.as_array().unwrap().len() <= 3);
+            got.extend(
+                page.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap().to_owned()),
+            );
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(got, want, "{scope}");
+    }
+    // A token belongs to its query; limits are checked.
+    let res = app
+        .req(Method::GET, &format!("{list}?limit=3"), &a)
+        .send()
+        .await
+        .unwrap();
+    let t = res.headers()["next-page-token"].to_str().unwrap().to_owned();
+    let other = app
+        .req(Method::GET, &format!("{list}?scope=owned&pageToken={t}"), &a)
+        .send()
+        .await
+        .unwrap();
+    expect_error(other, StatusCode::BAD_REQUEST, "invalid-input").await;
+    for bad in ["limit=0", "limit=10001"] {
+        let res = app.req(Method::GET, &format!("{list}?{bad}"), &a).send().await.unwrap();
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+    }
+});

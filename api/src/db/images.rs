@@ -3,9 +3,9 @@
 use crate::db::Db;
 use std::collections::BTreeMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
 };
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
@@ -391,71 +391,208 @@ async fn consumer_names<C: ConnectionTrait>(c: &C, image_id: &str) -> Result<Vec
 
 /// One page of the v2 query, plus whether more follow.
 pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
-    use images::Column as C;
-    let mut sel = images::Entity::find().filter(C::RegionId.eq(region.as_str()));
-    sel = match (&q.organizations, q.include_global) {
-        (OrgFilter::Any, true) => sel,
-        (OrgFilter::Any, false) => sel.filter(C::OrganizationId.is_not_null()),
-        (OrgFilter::Only(orgs), include_global) => {
-            if orgs.is_empty() && !include_global {
-                return Ok((vec![], false));
-            }
-            let mut who = Condition::any();
-            if !orgs.is_empty() {
-                who = who.add(C::OrganizationId.is_in(orgs.iter().map(|o| o.as_str().to_owned())));
-            }
-            if include_global {
-                who = who.add(C::OrganizationId.is_null());
-            }
-            sel.filter(who)
-        }
+    let Some(stmt) = query_statement(db.get_database_backend(), region, q) else {
+        return Ok((vec![], false));
     };
-    if !q.states.is_empty() {
-        sel = sel.filter(C::State.is_in(q.states.iter().map(|s| s.to_string())));
-    }
-    if let Some(name) = &q.name {
-        sel = sel.filter(C::Name.eq(name.as_str()));
-    }
-    if let Some(arch) = q.architecture {
-        sel = sel.filter(C::Architecture.eq(arch.to_string()));
-    }
-    for t in &q.tags {
-        let mut sub = Query::select();
-        sub.column(image_tags::Column::ImageId)
-            .from(image_tags::Entity)
-            .and_where(image_tags::Column::Key.eq(&t.key));
-        if let Some(v) = &t.value {
-            sub.and_where(image_tags::Column::Value.eq(v));
-        }
-        sel = sel.filter(C::Id.in_subquery(sub.to_owned()));
-    }
-    if let Some(cursor) = &q.after {
-        let cond = match (cursor, q.sort) {
-            (Cursor::Name { name, id }, _) => Condition::any()
-                .add(C::Name.gt(name))
-                .add(Condition::all().add(C::Name.eq(name)).add(C::Id.gt(id.to_string()))),
-            (Cursor::CreatedAt { at, id }, Sort::CreatedAtDesc) => {
-                Condition::any().add(C::CreatedAt.lt(micros(*at))).add(
-                    Condition::all()
-                        .add(C::CreatedAt.eq(micros(*at)))
-                        .add(C::Id.lt(id.to_string())),
-                )
-            }
-            (Cursor::CreatedAt { at, id }, _) => Condition::any().add(C::CreatedAt.gt(micros(*at))).add(
-                Condition::all()
-                    .add(C::CreatedAt.eq(micros(*at)))
-                    .add(C::Id.gt(id.to_string())),
-            ),
-        };
-        sel = sel.filter(cond);
-    }
-    sel = match q.sort {
-        Sort::Name => sel.order_by_asc(C::Name).order_by_asc(C::Id),
-        Sort::CreatedAt => sel.order_by_asc(C::CreatedAt).order_by_asc(C::Id),
-        Sort::CreatedAtDesc => sel.order_by_desc(C::CreatedAt).order_by_desc(C::Id),
-    };
-    let mut rows = sel.limit(u64::from(q.limit) + 1).all(db).await?;
+    let mut rows = images::Entity::find().from_raw_sql(stmt).all(db).await?;
     let more = rows.len() > q.limit as usize;
     rows.truncate(q.limit as usize);
     Ok((hydrate(db, rows).await?, more))
+}
+
+/// SQL text with its bound values, in the placeholder style of the backend.
+struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<sea_orm::Value>,
+}
+
+impl Sql {
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind(&mut self, v: impl Into<sea_orm::Value>) -> &mut Self {
+        self.values.push(v.into());
+        let n = self.values.len();
+        match self.backend {
+            DbBackend::Postgres => self.text.push_str(&format!("${n}")),
+            _ => self.text.push_str(&format!("?{n}")),
+        }
+        self
+    }
+}
+
+/// Whose images one branch of the query reads.
+enum Who<'a> {
+    Anyone,
+    AnyOrganization,
+    Organization(&'a OrganizationId),
+    Global,
+    /// Many organizations (and, with the flag, global images) in one index read: past
+    /// [`MAX_BRANCHES`] planning a branch each costs more than the bitmap read and sort of
+    /// their images.
+    Organizations(&'a [OrganizationId], bool),
+}
+
+/// Organizations a query reads in branches of their own, one walk each.
+const MAX_BRANCHES: usize = 8;
+
+/// The v2 query as the one statement Strata sends (public for the plan test); `None` when
+/// nothing can match. Its form fixes the plan on PostgreSQL, whatever the bound parameters
+/// (a prepared statement gets a generic plan after five runs) and whatever the statistics:
+/// - one `UNION ALL` branch per organization asked for (up to [`MAX_BRANCHES`]; more are read
+///   together through the organization index) and one for global images, each an
+///   index walk in sort order (`images_region_org_name_id` and friends) that PostgreSQL merges,
+///   so no branch reads more than a page; `state` and `architecture` have their own sorted
+///   indexes for queries across organizations;
+/// - a tag filter is a scalar subquery probing `image_tags`' primary key for the row at hand:
+///   unlike `IN (SELECT ...)` or `EXISTS`, it cannot become a join over every row of a tag; all of
+///   them sit in one `COALESCE`, which the planner estimates at one half whatever its statistics
+///   say, so the walk in sort order never looks dearer than reading everything to sort it;
+/// - the keyset cursor is a row comparison, which bounds the index walk instead of filtering it;
+/// - `LIMIT` is a literal (a validated number): with a bound limit the generic plan would
+///   assume a tenth of the table is wanted.
+pub fn query_statement(backend: DbBackend, region: &RegionId, q: &ImageQuery) -> Option<Statement> {
+    let branches: Vec<Who> = match (&q.organizations, q.include_global) {
+        (OrgFilter::Any, true) => vec![Who::Anyone],
+        (OrgFilter::Any, false) => vec![Who::AnyOrganization],
+        (OrgFilter::Only(orgs), global) if orgs.len() > MAX_BRANCHES => vec![Who::Organizations(orgs, global)],
+        (OrgFilter::Only(orgs), global) => orgs
+            .iter()
+            .map(Who::Organization)
+            .chain(global.then_some(Who::Global))
+            .collect(),
+    };
+    if branches.is_empty() {
+        return None;
+    }
+    let mut sql = Sql {
+        backend,
+        text: String::new(),
+        values: Vec::new(),
+    };
+    let merged = branches.len() > 1;
+    if merged {
+        sql.push("SELECT * FROM (");
+    }
+    for (i, who) in branches.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push("SELECT * FROM images WHERE region_id = ")
+            .bind(region.as_str());
+        match who {
+            Who::Anyone => {}
+            Who::AnyOrganization => {
+                sql.push(" AND organization_id IS NOT NULL");
+            }
+            Who::Organization(org) => {
+                sql.push(" AND organization_id = ").bind(org.as_str());
+            }
+            Who::Global => {
+                sql.push(" AND organization_id IS NULL");
+            }
+            Who::Organizations(orgs, global) => {
+                sql.push(" AND (organization_id IN (");
+                for (i, org) in orgs.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(org.as_str());
+                }
+                sql.push(if *global { ") OR organization_id IS NULL)" } else { "))" });
+            }
+        }
+        push_filters(&mut sql, q);
+    }
+    if merged {
+        sql.push(") AS u");
+    }
+    sql.push(match q.sort {
+        Sort::Name => " ORDER BY name, id",
+        Sort::CreatedAt => " ORDER BY created_at, id",
+        Sort::CreatedAtDesc => " ORDER BY created_at DESC, id DESC",
+    });
+    sql.push(&format!(" LIMIT {}", u64::from(q.limit) + 1));
+    Some(Statement::from_sql_and_values(backend, sql.text, sql.values))
+}
+
+/// The conditions every branch shares: state, name, architecture, tags and the cursor.
+fn push_filters(sql: &mut Sql, q: &ImageQuery) {
+    match q.states.as_slice() {
+        [] => {}
+        [one] => {
+            sql.push(" AND state = ").bind(one.to_string());
+        }
+        many => {
+            sql.push(" AND state IN (");
+            for (i, s) in many.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(s.to_string());
+            }
+            sql.push(")");
+        }
+    }
+    if let Some(name) = &q.name {
+        sql.push(" AND name = ").bind(name.as_str());
+    }
+    if let Some(arch) = q.architecture {
+        sql.push(" AND architecture = ").bind(arch.to_string());
+    }
+    // All tag probes in one COALESCE: PostgreSQL estimates an expression it cannot see into at
+    // one half, whatever the statistics say about the tag, so a walk in sort order always looks
+    // (and is) cheaper than reading every image to sort them.
+    if !q.tags.is_empty() {
+        sql.push(" AND COALESCE(");
+        for (i, t) in q.tags.iter().enumerate() {
+            if i > 0 {
+                sql.push(" AND ");
+            }
+            let probe = " FROM image_tags WHERE image_tags.image_id = images.id AND image_tags.\"key\" = ";
+            match &t.value {
+                Some(v) => {
+                    sql.push("(SELECT image_tags.\"value\"")
+                        .push(probe)
+                        .bind(t.key.as_str())
+                        .push(") = ")
+                        .bind(v.as_str());
+                }
+                None => {
+                    sql.push("(SELECT 1")
+                        .push(probe)
+                        .bind(t.key.as_str())
+                        .push(") IS NOT NULL");
+                }
+            }
+        }
+        sql.push(", false)");
+    }
+    match (&q.after, q.sort) {
+        (None, _) => {}
+        (Some(Cursor::Name { name, id }), _) => {
+            sql.push(" AND (name, id) > (")
+                .bind(name.as_str())
+                .push(", ")
+                .bind(id.to_string())
+                .push(")");
+        }
+        (Some(Cursor::CreatedAt { at, id }), Sort::CreatedAtDesc) => {
+            sql.push(" AND (created_at, id) < (")
+                .bind(micros(*at))
+                .push(", ")
+                .bind(id.to_string())
+                .push(")");
+        }
+        (Some(Cursor::CreatedAt { at, id }), _) => {
+            sql.push(" AND (created_at, id) > (")
+                .bind(micros(*at))
+                .push(", ")
+                .bind(id.to_string())
+                .push(")");
+        }
+    }
 }

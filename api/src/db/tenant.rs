@@ -10,6 +10,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use strata_domain::ids::{OrganizationId, RegionId};
 use strata_domain::image::{Image, Visibility};
 use strata_domain::kernel::Kernel;
+use strata_domain::query::{ImageQuery, OrgFilter, Sort};
 
 use super::entities::{images, kernels};
 use super::{Db, DbResult};
@@ -169,5 +170,33 @@ impl<'a, T: OwnedTable> OrgScoped<'a, T> {
             .all(self.db)
             .await?;
         T::hydrate(self.db, rows).await
+    }
+}
+
+impl OrgImages<'_> {
+    /// The v2 query for this organization's images (and, with `include_global`, the global
+    /// ones) by name: the v1 list's pages. Add a cursor with `after` before [`Self::page`].
+    pub fn by_name(&self, include_global: bool, limit: u32) -> ImageQuery {
+        ImageQuery {
+            organizations: OrgFilter::Only(vec![self.org.clone()]),
+            include_global,
+            states: vec![],
+            name: None,
+            architecture: None,
+            tags: vec![],
+            sort: Sort::Name,
+            limit,
+            after: None,
+        }
+    }
+
+    /// One page of `q`, plus whether more follow. Whatever organizations `q` names, it reads only
+    /// this organization's images and the global ones: the tenant filter is set here.
+    pub async fn page(&self, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
+        let q = ImageQuery {
+            organizations: OrgFilter::Only(vec![self.org.clone()]),
+            ..q.clone()
+        };
+        super::images::query(self.db, self.region, &q).await
     }
 }

@@ -4,7 +4,7 @@ use strata_domain::DomainError;
 
 use crate::error::ApiResult;
 use crate::extract::JsonObject;
-use crate::model::{CreateImageRequest, ImagePath, ImageView, ListParams, OrgRegionPath, PatchImageRequest};
+use crate::model::{CreateImageRequest, ImageListParams, ImagePath, ImageView, OrgRegionPath, PatchImageRequest};
 use crate::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
 use crate::state::AppState;
@@ -20,9 +20,10 @@ fn with_etag(status: actix_web::http::StatusCode, img: &strata_domain::image::Im
 #[utoipa::path(
     tag = "images",
     operation_id = "listImages",
-    params(OrgRegionPath, ListParams),
+    params(OrgRegionPath, ImageListParams),
     responses(
-        (status = 200, description = "The organization's images and, unless `scope=owned`, the global ones, by name", body = Vec<ImageView>),
+        (status = 200, description = "The organization's images and, unless `scope=owned`, the global ones, by name; one page of them (`limit`, default 10000)", body = Vec<ImageView>,
+            headers(("Next-Page-Token" = String, description = "Present when more images follow: pass it as `pageToken` for the next page"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -35,15 +36,19 @@ fn with_etag(status: actix_web::http::StatusCode, img: &strata_domain::image::Im
 async fn list_images(
     st: web::Data<AppState>,
     access: OrgRegion<ImagesRead>,
-    params: web::Query<ListParams>,
+    params: web::Query<ImageListParams>,
 ) -> ApiResult<HttpResponse> {
     let owned = match params.scope.as_deref() {
         None | Some("available") => false,
         Some("owned") => true,
         Some(_) => return Err(DomainError::invalid("scope", "must be owned or available").into()),
     };
-    let images = service::images::list(&st, &access, owned).await?;
-    Ok(HttpResponse::Ok().json(images.iter().map(ImageView::from).collect::<Vec<_>>()))
+    let page = service::images::list(&st, &access, owned, params.limit, params.page_token.as_deref()).await?;
+    let mut res = HttpResponse::Ok();
+    if let Some(token) = &page.next_page_token {
+        res.insert_header(("Next-Page-Token", token.as_str()));
+    }
+    Ok(res.json(page.items.iter().map(ImageView::from).collect::<Vec<_>>()))
 }
 
 /// Create an image (state `pending`); upload its bytes with `PUT .../file`

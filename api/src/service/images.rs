@@ -7,6 +7,7 @@ use strata_domain::image::{
     DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
     if_range_holds,
 };
+use strata_domain::query::{ImageQuery, V1_DEFAULT_LIMIT, V1_MAX_LIMIT};
 use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
@@ -44,8 +45,25 @@ pub async fn usage<S>(st: &AppState, access: &OrgRegion<S>) -> ApiResult<(db::us
     Ok((used, st.quotas.limits_for(access.org.as_str())))
 }
 
-pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Image>> {
-    Ok(OrgImages::new(&st.db, access).list(!owned_only).await?)
+/// One page of the organization's images (and, unless `owned_only`, the global ones) by name:
+/// the v2 query for one organization, through the tenant handle, with its tokens.
+pub async fn list<S>(
+    st: &AppState,
+    access: &OrgRegion<S>,
+    owned_only: bool,
+    limit: Option<u32>,
+    page_token: Option<&str>,
+) -> ApiResult<crate::service::query::Page> {
+    let images = OrgImages::new(&st.db, access);
+    let mut q = images.by_name(
+        !owned_only,
+        ImageQuery::check_limit_of(limit, V1_DEFAULT_LIMIT, V1_MAX_LIMIT)?,
+    );
+    if let Some(t) = page_token {
+        q.after = Some(q.decode_token(t)?);
+    }
+    let (items, more) = images.page(&q).await?;
+    Ok(crate::service::query::Page::of(&q, items, more))
 }
 
 pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateImage) -> ApiResult<Image> {

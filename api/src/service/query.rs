@@ -1,7 +1,7 @@
 //! The v2 query: turns raw query parameters and the caller's rights into a domain `ImageQuery`.
 
 use strata_domain::DomainError;
-use strata_domain::ids::OrganizationId;
+use strata_domain::ids::{OrganizationId, RegionId};
 use strata_domain::image::Image;
 use strata_domain::name::ImageName;
 use strata_domain::query::{ImageQuery, MAX_ORG_FILTERS, MAX_TAG_FILTERS, OrgFilter, Sort};
@@ -103,19 +103,31 @@ pub async fn run(st: &AppState, access: &RegionAccess<ImagesRead>, params: &[(St
     if let Some(t) = token {
         q.after = Some(q.decode_token(&t)?);
     }
-    let (items, more) = db::images::query(&st.db, access.region_id(), &q).await?;
-    let next_page_token = match (more, items.last()) {
-        (true, Some(last)) => Some(q.encode_token(&match q.sort {
-            Sort::Name => strata_domain::query::Cursor::Name {
-                name: last.name.to_string(),
-                id: last.id.as_uuid(),
-            },
-            Sort::CreatedAt | Sort::CreatedAtDesc => strata_domain::query::Cursor::CreatedAt {
-                at: last.created_at,
-                id: last.id.as_uuid(),
-            },
-        })),
-        _ => None,
-    };
-    Ok(Page { items, next_page_token })
+    page(st, access.region_id(), &q).await
+}
+
+/// One page of `q`, with the token of the next one when more follow.
+pub async fn page(st: &AppState, region: &RegionId, q: &ImageQuery) -> ApiResult<Page> {
+    let (items, more) = db::images::query(&st.db, region, q).await?;
+    Ok(Page::of(q, items, more))
+}
+
+impl Page {
+    /// A page of `q`'s results, with the token of the next one when `more` follow.
+    pub fn of(q: &ImageQuery, items: Vec<Image>, more: bool) -> Self {
+        let next_page_token = match (more, items.last()) {
+            (true, Some(last)) => Some(q.encode_token(&match q.sort {
+                Sort::Name => strata_domain::query::Cursor::Name {
+                    name: last.name.to_string(),
+                    id: last.id.as_uuid(),
+                },
+                Sort::CreatedAt | Sort::CreatedAtDesc => strata_domain::query::Cursor::CreatedAt {
+                    at: last.created_at,
+                    id: last.id.as_uuid(),
+                },
+            })),
+            _ => None,
+        };
+        Page { items, next_page_token }
+    }
 }
