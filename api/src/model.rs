@@ -62,6 +62,9 @@ pub struct ImageView {
     pub sha256: Option<String>,
     /// The kernel the image boots with, if any.
     pub kernel_id: Option<uuid::Uuid>,
+    /// Docker tags pointing at it (`alpine:3.19`), read-only here: set with `docker tag` and
+    /// `docker load` through `/docker/{organizationID}/{regionID}`.
+    pub docker_tags: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Increases with every change; the `ETag` is this number in quotes.
@@ -100,6 +103,7 @@ impl From<&Image> for ImageView {
             size_bytes: i.size_bytes,
             sha256: i.sha256.clone(),
             kernel_id: i.kernel_id.map(|k| k.as_uuid()),
+            docker_tags: i.docker_tags.clone(),
             created_at: i.created_at,
             updated_at: i.updated_at,
             revision: i.revision,

@@ -205,6 +205,8 @@ pub struct Image {
     pub blob: Option<BlobId>,
     /// The kernel the image boots with, if any.
     pub kernel_id: Option<crate::kernel::KernelId>,
+    /// Docker tags pointing at it (`alpine:3.19`), set through the Docker Engine API only.
+    pub docker_tags: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub revision: i64,

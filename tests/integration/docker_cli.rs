@@ -211,6 +211,19 @@ both!(
 
         // tag, inspect
         cli.ok(&["tag", "team/app:v1", "team/app:prod"]);
+        let one = expect_status(
+            app.req(
+                Method::GET,
+                &format!("{}/images/{}", app.v1("acme", "local"), img["id"].as_str().unwrap()),
+                &t,
+            )
+            .send()
+            .await
+            .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(one["dockerTags"], json!(["team/app:prod", "team/app:v1"]), "{one}");
         assert_eq!(
             cli.images(),
             [format!("{app_id} team/app:prod"), format!("{app_id} team/app:v1")]

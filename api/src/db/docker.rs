@@ -173,6 +173,27 @@ impl<'a> OrgDocker<'a> {
     }
 }
 
+/// The Docker tags (familiar form, sorted) of these images, by image id.
+pub async fn tags_of<C: ConnectionTrait>(c: &C, image_ids: Vec<String>) -> DbResult<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if image_ids.is_empty() {
+        return Ok(out);
+    }
+    for chunk in image_ids.chunks(500) {
+        for t in docker_tags::Entity::find()
+            .filter(docker_tags::Column::ImageId.is_in(chunk.to_vec()))
+            .order_by_asc(docker_tags::Column::Reference)
+            .all(c)
+            .await?
+        {
+            let familiar = strata_domain::reference::Reference::parse(&t.reference)
+                .map_or_else(|_| t.reference.clone(), |r| r.familiar());
+            out.entry(t.image_id).or_default().push(familiar);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn move_tag_in<C: ConnectionTrait>(
     c: &C,
     region: &RegionId,

@@ -95,6 +95,7 @@ fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Re
         expected_sha256: m.expected_sha256,
         blob: m.blob_id.as_deref().map(uuid).transpose()?.map(BlobId::from_uuid),
         kernel_id: m.kernel_id.as_deref().map(uuid).transpose()?.map(KernelId::from_uuid),
+        docker_tags: Vec::new(),
         created_at: from_micros(m.created_at)?,
         updated_at: from_micros(m.updated_at)?,
         revision: m.revision,
@@ -143,11 +144,19 @@ async fn load_user_tags<C: ConnectionTrait>(
 }
 
 pub(super) async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<images::Model>) -> DbResult<Vec<Image>> {
-    let mut tags = load_user_tags(c, rows.iter().map(|r| r.id.clone()).collect()).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut tags = load_user_tags(c, ids.clone()).await?;
+    let mut docker = super::docker::tags_of(c, ids).await?;
     rows.into_iter()
         .map(|r| {
             let t = tags.remove(&r.id).unwrap_or_default();
-            from_row(r, t).map_err(DbError::Corrupt)
+            let d = docker.remove(&r.id).unwrap_or_default();
+            from_row(r, t)
+                .map(|mut i| {
+                    i.docker_tags = d;
+                    i
+                })
+                .map_err(DbError::Corrupt)
         })
         .collect()
 }

@@ -252,6 +252,7 @@ async fn load_one(
         expected_sha256: None,
         blob: Some(blob),
         kernel_id: None,
+        docker_tags: Vec::new(),
         created_at: now,
         updated_at: now,
         revision: 1,

@@ -167,6 +167,7 @@ fn build_image(region: &RegionId, org: Option<OrganizationId>, subject: &str, cm
         expected_sha256,
         blob: None,
         kernel_id: cmd.kernel_id,
+        docker_tags: Vec::new(),
         created_at: now,
         updated_at: now,
         revision: 1,
