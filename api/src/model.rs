@@ -449,6 +449,8 @@ pub struct QueryParamsDoc {
     #[param(pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
     name: Option<String>,
     architecture: Option<Architecture>,
+    /// Images only: `disk` (a whole bootable disk) or `rootfs` (a root filesystem).
+    kind: Option<strata_domain::image::ImageKind>,
     /// Repeatable: `key=value` (exact value) or `key` (any value); reserved `strata.dev/` tags too.
     #[param(max_items = 16, pattern = r"^[A-Za-z0-9._/-]{1,63}(=[^\x00-\x1f\x7f]{0,255})?$")]
     tag: Option<Vec<String>>,

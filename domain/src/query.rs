@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::OrganizationId;
-use crate::image::{Architecture, ImageState};
+use crate::image::{Architecture, ImageKind, ImageState};
 use crate::name::ImageName;
 use crate::tags::TagFilter;
 
@@ -70,6 +70,8 @@ pub struct ImageQuery {
     pub states: Vec<ImageState>,
     pub name: Option<ImageName>,
     pub architecture: Option<Architecture>,
+    /// Images only: `disk` or `rootfs`.
+    pub kind: Option<ImageKind>,
     pub tags: Vec<TagFilter>,
     pub sort: Sort,
     pub limit: u32,
@@ -104,8 +106,15 @@ impl ImageQuery {
     /// against a different query (which would silently skip or repeat items).
     fn fingerprint(&self) -> String {
         let repr = format!(
-            "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            self.organizations, self.include_global, self.states, self.name, self.architecture, self.tags, self.sort
+            "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.organizations,
+            self.include_global,
+            self.states,
+            self.name,
+            self.architecture,
+            self.kind,
+            self.tags,
+            self.sort
         );
         // FNV-1a: not a security boundary, only a consistency check.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -161,6 +170,7 @@ mod tests {
             states: vec![],
             name: None,
             architecture: None,
+            kind: None,
             tags: vec![],
             sort: Sort::Name,
             limit: 10,

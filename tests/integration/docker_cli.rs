@@ -224,6 +224,14 @@ both!(
         )
         .await;
         assert_eq!(one["dockerTags"], json!(["team/app:prod", "team/app:v1"]), "{one}");
+        // the v2 query finds it by kind
+        let v2 = |q: &'static str| {
+            let url = format!("{}/api/v2/regions/local/images?{q}", app.base);
+            let req = app.req(Method::GET, &url, &t);
+            async move { expect_status(req.send().await.unwrap(), StatusCode::OK).await }
+        };
+        assert_eq!(v2("kind=rootfs").await["items"].as_array().unwrap().len(), 1);
+        assert!(v2("kind=disk").await["items"].as_array().unwrap().is_empty());
         assert_eq!(
             cli.images(),
             [format!("{app_id} team/app:prod"), format!("{app_id} team/app:v1")]

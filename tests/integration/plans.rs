@@ -35,6 +35,7 @@ fn shapes() -> Vec<(&'static str, ImageQuery)> {
         states: vec![],
         name: None,
         architecture: None,
+        kind: None,
         tags: vec![],
         sort: Sort::Name,
         limit: 100,

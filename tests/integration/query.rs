@@ -125,6 +125,8 @@ both!(v2_query, |app: TestApp| async move {
     assert_eq!(all_pages(&app, &a, "tag=team&tag=env=prod").await.len(), 0);
     assert_eq!(all_pages(&app, &a, "tag=env=prod&architecture=aarch64").await.len(), 4);
     assert_eq!(all_pages(&app, &a, "name=a-07").await, vec!["a-07".to_owned()]);
+    assert_eq!(all_pages(&app, &admin, "kind=disk&limit=50").await.len(), 30);
+    assert!(all_pages(&app, &admin, "kind=rootfs").await.is_empty());
     assert_eq!(all_pages(&app, &admin, "status=ready").await, vec!["c-0".to_owned()]);
     assert_eq!(
         all_pages(&app, &admin, "status=ready&status=failed").await,

@@ -262,6 +262,9 @@ export async function renderImageDetail(env, { region, org, id }) {
           ['Disk format', img.diskFormat],
           ['Architecture', img.architecture],
           ['Kernel', kernelLink()],
+          (img.dockerTags || []).length
+            ? ['Docker tags', img.dockerTags.map((t, i) => [i ? ' ' : null, h('code.wrap', {}, t)])]
+            : null,
           ['OS', img.os ? [img.os.family, img.os.distro, img.os.version].filter(Boolean).join(' ') : null],
           ['Size', img.sizeBytes === null ? null : `${fmtBytes(img.sizeBytes)} (${img.sizeBytes.toLocaleString('en')} bytes)`],
           ['SHA-256', mono(img.sha256)],

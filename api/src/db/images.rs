@@ -552,6 +552,9 @@ fn push_filters(sql: &mut Sql, q: &ImageQuery) {
     if let Some(arch) = q.architecture {
         sql.push(" AND architecture = ").bind(arch.to_string());
     }
+    if let Some(kind) = q.kind {
+        sql.push(" AND kind = ").bind(kind.to_string());
+    }
     // All tag probes in one COALESCE: PostgreSQL estimates an expression it cannot see into at
     // one half, whatever the statistics say about the tag, so a walk in sort order always looks
     // (and is) cheaper than reading every image to sort them.

@@ -183,6 +183,7 @@ impl OrgImages<'_> {
             states: vec![],
             name: None,
             architecture: None,
+            kind: None,
             tags: vec![],
             sort: Sort::Name,
             limit,

@@ -748,6 +748,9 @@ pub async fn query(
 ) -> ApiResult<Page> {
     use strata_domain::query::{Cursor, Sort};
     let (mut q, token) = crate::service::query::build(access, params)?;
+    if q.kind.is_some() {
+        return Err(DomainError::invalid("kind", "kernels have no kind; it filters images").into());
+    }
     if let Some(t) = token {
         q.after = Some(q.decode_token(&t)?);
     }

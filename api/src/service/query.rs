@@ -28,6 +28,7 @@ pub fn build<S>(
     let mut states = Vec::new();
     let mut name = None;
     let mut architecture = None;
+    let mut kind = None;
     let mut tags = Vec::new();
     let mut sort = Sort::default();
     let mut limit = None;
@@ -45,6 +46,7 @@ pub fn build<S>(
             "status" => states.push(v.parse()?),
             "name" => name = Some(ImageName::parse(v)?),
             "architecture" => architecture = Some(v.parse()?),
+            "kind" => kind = Some(v.parse()?),
             "tag" => tags.push(TagFilter::parse(v)?),
             "sort" => sort = Sort::parse(v)?,
             "limit" => {
@@ -90,6 +92,7 @@ pub fn build<S>(
         states,
         name,
         architecture,
+        kind,
         tags,
         sort,
         limit: ImageQuery::check_limit(limit)?,
