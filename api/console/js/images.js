@@ -239,12 +239,6 @@ export async function renderImages(env) {
     } catch (e) {
       if (e.name === 'AbortError') return;
       table.setBusy(false);
-      // A server whose v2 query has no `kind` filter yet says so with 400 invalid-input on `kind`.
-      if (params.get('kind') && e.status === 400 && /\bkind\b/.test(e.message)) {
-        table.setItems([]);
-        replace(status, h('div.notice', { role: 'alert' }, 'This server cannot filter images by kind yet. ', h('button.link', { type: 'button', onclick: () => go((p) => p.delete('kind')) }, 'Show every kind')), errorBox(e));
-        return;
-      }
       replace(status, errorBox(e));
       return;
     }
