@@ -283,7 +283,12 @@ impl Reference {
     /// The short form the docker CLI shows: `alpine:3.19` for `docker.io/library/alpine:3.19`,
     /// `team/app:1` for Docker Hub, the full name elsewhere.
     pub fn familiar_name(&self) -> String {
-        if self.registry == DEFAULT_REGISTRY {
+        // Docker Hub's name is dropped only when what remains would not read as a registry
+        // host (`docker.io/ker.io/x` stays whole: `ker.io/x` names another registry).
+        let first = self.repository.split('/').next().unwrap_or_default();
+        let looks_like_host =
+            self.repository.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+        if self.registry == DEFAULT_REGISTRY && !looks_like_host {
             self.repository
                 .strip_prefix("library/")
                 .filter(|r| !r.contains('/'))
@@ -449,6 +454,22 @@ impl fmt::Display for Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `reference` fuzz target: Docker Hub names whose first component reads as a
+    /// host keep `docker.io/`, or the familiar form would name another registry.
+    #[test]
+    fn familiar_form_keeps_docker_io_before_a_host_like_component() {
+        for raw in ["docker.io/ker.io/x/y", "docker.io/localhost/app", "docker.io/a:5000/b"] {
+            let Ok(r) = Reference::parse(raw) else { continue };
+            let back = Reference::parse(&r.familiar()).unwrap();
+            assert_eq!(back, r, "{raw} -> {}", r.familiar());
+        }
+        assert_eq!(
+            Reference::parse("docker.io/library/alpine:3").unwrap().familiar(),
+            "alpine:3"
+        );
+        assert_eq!(Reference::parse("team/app:1").unwrap().familiar(), "team/app:1");
+    }
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
