@@ -57,6 +57,7 @@ impl Application {
             metrics.clone(),
         );
         jobs.register(UrlImport::new(&cfg.imports)?);
+        jobs.register(crate::service::oci::OciImport::new(&cfg)?);
         let jobs = Arc::new(jobs);
         let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone(), metrics.clone());
         let state = web::Data::new(AppState {

@@ -74,12 +74,13 @@ string_enum!(
     Visibility, "visibility" { Organization => "organization", Global => "global" }
 );
 string_enum!(
-    /// What the image holds: a whole bootable disk.
-    ImageKind, "kind" { Disk => "disk" }
+    /// What the image holds: a whole bootable disk, or a root filesystem (booted with a kernel).
+    ImageKind, "kind" { Disk => "disk", Rootfs => "rootfs" }
 );
 string_enum!(
-    /// How the bytes are laid out: `raw`, a whole disk with an MBR or GPT.
-    DiskFormat, "diskFormat" { Raw => "raw" }
+    /// How the bytes are laid out: `raw`, a whole disk with an MBR or GPT; `ext4`, one ext4
+    /// filesystem (a root filesystem pulled from an OCI registry).
+    DiskFormat, "diskFormat" { Raw => "raw", Ext4 => "ext4" }
 );
 string_enum!(
     /// The CPU architecture the image boots on.
@@ -87,7 +88,7 @@ string_enum!(
 );
 string_enum!(
     /// Where the bytes came from.
-    SourceKind, "source" { Upload => "upload", Url => "url" }
+    SourceKind, "source" { Upload => "upload", Url => "url", Oci => "oci" }
 );
 string_enum!(
     /// The life cycle: `pending` waits for bytes, `importing` is being copied by the server,
@@ -104,7 +105,20 @@ string_enum!(
         TooLarge => "too-large",
         QuotaExceeded => "quota-exceeded",
         CredentialsUnavailable => "credentials-unavailable",
+        InvalidArchive => "invalid-archive",
         Internal => "internal",
+    }
+);
+
+string_enum!(
+    /// Where a running import is: an OCI pull goes `resolving`, `pulling`, `flattening`,
+    /// `building`, then `storing`; other imports only `storing`.
+    ImportPhase, "phase" {
+        Resolving => "resolving",
+        Pulling => "pulling",
+        Flattening => "flattening",
+        Building => "building",
+        Storing => "storing",
     }
 );
 
@@ -159,8 +173,12 @@ pub struct Provenance {
     pub source: SourceKind,
     /// The source reference without credentials (a URL, an OCI reference, an archive name).
     pub reference: Option<String>,
-    /// `sha256:<hex>` of what was imported, once known.
+    /// `sha256:<hex>` of what was imported, once known; for OCI pulls the manifest's digest.
     pub digest: Option<String>,
+    /// OCI pulls: the digest of the image config.
+    pub config_digest: Option<String>,
+    /// OCI pulls: the platform pulled, e.g. `linux/amd64`.
+    pub platform: Option<String>,
     /// The token subject that created the image.
     pub imported_by: String,
     pub imported_at: DateTime<Utc>,
@@ -174,6 +192,8 @@ pub struct Status {
     pub reason_code: Option<ReasonCode>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
+    /// Where a running import is, when it says.
+    pub phase: Option<ImportPhase>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +232,7 @@ pub mod reserved {
     pub const IMPORTED_BY: &str = "strata.dev/imported-by";
     pub const REFERENCE: &str = "strata.dev/reference";
     pub const DIGEST: &str = "strata.dev/digest";
+    pub const PLATFORM: &str = "strata.dev/platform";
 }
 
 impl Image {
@@ -230,6 +251,9 @@ impl Image {
         }
         if let Some(d) = &self.provenance.digest {
             t.insert(reserved::DIGEST.to_owned(), d.clone());
+        }
+        if let Some(p) = &self.provenance.platform {
+            t.insert(reserved::PLATFORM.to_owned(), p.clone());
         }
         t
     }

@@ -10,6 +10,7 @@ mod m20261202_000005_upload_leases;
 mod m20261203_100001_upload_object_keys;
 mod m20261203_100002_job_runner;
 mod m20261203_100010_kernels;
+mod m20261203_100030_oci;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_100001_upload_object_keys::Migration),
             Box::new(m20261203_100002_job_runner::Migration),
             Box::new(m20261203_100010_kernels::Migration),
+            Box::new(m20261203_100030_oci::Migration),
         ]
     }
 }

@@ -95,6 +95,7 @@ fn from_row(
             reason_code: None,
             bytes_done: size,
             bytes_total: (size > 0).then_some(size),
+            phase: None,
         },
         expected_sha256: m.expected_sha256,
         artifacts,

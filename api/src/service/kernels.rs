@@ -158,6 +158,7 @@ pub async fn create(st: &AppState, access: &OrgRegion<KernelsWrite>, cmd: Create
             reason_code: None,
             bytes_done: 0,
             bytes_total: None,
+            phase: None,
         },
         expected_sha256: cmd.expected_sha256,
         artifacts: Artifacts::default(),

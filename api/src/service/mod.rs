@@ -5,6 +5,7 @@ pub mod body;
 pub mod consumers;
 pub mod images;
 pub mod imports;
+pub mod oci;
 pub mod jobs;
 pub mod kernels;
 pub mod query;
