@@ -18,6 +18,7 @@ mod jobs;
 mod kernels;
 mod metrics;
 mod oci_client;
+mod oci_import;
 mod oci_pull;
 mod openapi_spec;
 mod query;
