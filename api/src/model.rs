@@ -150,7 +150,11 @@ pub enum SourceSpec {
     Oci {
         /// `[REGISTRY/]REPO[:TAG]` or `...@sha256:<hex>`, as the docker CLI reads it. The
         /// registry must pass the same address policy as URL imports.
-        #[schema(min_length = 1, max_length = 512, example = "registry.example:5000/library/debian:bookworm")]
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            example = "registry.example:5000/library/debian:bookworm"
+        )]
         reference: String,
         /// `OS/ARCH[/VARIANT]` to choose from an index; default from `architecture`
         /// (`x86_64` -> `linux/amd64`, `aarch64` -> `linux/arm64`).
@@ -536,12 +540,12 @@ impl TryFrom<CreateImageRequest> for strata_domain::command::CreateImage {
                     username: c.username,
                     password: c.password,
                 });
-                ImageSource::Oci(strata_domain::command::OciSource::parse(
+                ImageSource::Oci(Box::new(strata_domain::command::OciSource::parse(
                     &reference,
                     platform.as_deref(),
                     credentials,
                     size_bytes,
-                )?)
+                )?))
             }
         };
         let name = match (&req.name, &source) {

@@ -19,7 +19,7 @@ pub enum ImageSource {
     /// The server imports them from `url` (checked by the URL import kind).
     Url { url: String, sha256: Option<String> },
     /// The server pulls an OCI image and builds an ext4 root filesystem from it.
-    Oci(OciSource),
+    Oci(Box<OciSource>),
 }
 
 /// An OCI registry pull.

@@ -74,7 +74,10 @@ async fn wait_for(
         if done(&img) {
             return img;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting; image is {img}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting; image is {img}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -100,7 +103,11 @@ async fn download_ext4(app: &TestApp, token: &str, id: &str, dir: &std::path::Pa
     let path = dir.join("rootfs.ext4");
     std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
     let fsck = Command::new("e2fsck").arg("-fn").arg(&path).output().unwrap();
-    assert!(fsck.status.success(), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     path
 }
 
@@ -108,11 +115,10 @@ fn staging_left(app: &TestApp) -> Vec<std::path::PathBuf> {
     files_under(&app.cfg.data_dir.join("staging").join("oci"))
 }
 
-on_both!(pulls_to_a_ready_rootfs);
-async fn pulls_to_a_ready_rootfs(backend: Backend) {
-    let reg = Registry::start(None).await;
+/// The realistic layers, then 48 MiB that do not compress: long enough in each phase for a
+/// heartbeat to publish it (and for a kill -9 to land in it).
+fn noisy_layers() -> Vec<crate::registry::BuiltLayer> {
     let mut layers = crate::oci_pull::realistic_layers();
-    // 48 MiB that do not compress: long enough in each phase for a heartbeat to publish it
     let big = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(big.path().join("opt")).unwrap();
     let mut noise = vec![0u8; 48 << 20];
@@ -125,6 +131,13 @@ async fn pulls_to_a_ready_rootfs(backend: Backend) {
     }
     std::fs::write(big.path().join("opt/noise.bin"), &noise).unwrap();
     layers.push(crate::registry::layer_from_dir(big.path()));
+    layers
+}
+
+on_both!(pulls_to_a_ready_rootfs);
+async fn pulls_to_a_ready_rootfs(backend: Backend) {
+    let reg = Registry::start(None).await;
+    let layers = noisy_layers();
     let pushed = push(&reg, "library/debian", "bookworm", &[ImageSpec::amd64(&layers)], None);
     let (manifest, config, _) = pushed.manifests[0].clone();
     run(backend, oci_cfg(&reg), |app: TestApp| async move {
@@ -161,7 +174,12 @@ async fn pulls_to_a_ready_rootfs(backend: Backend) {
         let order = ["resolving", "pulling", "flattening", "building", "storing"];
         let idx: Vec<usize> = phases
             .iter()
-            .map(|p| order.iter().position(|o| o == p).unwrap_or_else(|| panic!("unknown phase {p}")))
+            .map(|p| {
+                order
+                    .iter()
+                    .position(|o| o == p)
+                    .unwrap_or_else(|| panic!("unknown phase {p}"))
+            })
             .collect();
         assert!(idx.windows(2).all(|w| w[0] < w[1]), "phases in order: {phases:?}");
         // the manifest digest stays the provenance digest; the file's own hash is `sha256`
@@ -179,12 +197,23 @@ async fn pulls_to_a_ready_rootfs(backend: Backend) {
         assert_eq!(ready["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
         let stat = |p: &str| debugfs(&img, &format!("stat {p}"));
         assert!(stat("/usr/bin/su").contains("Mode:  04755"), "{}", stat("/usr/bin/su"));
-        assert!(stat("/usr/bin/su").contains("User:     0   Group:     0"), "{}", stat("/usr/bin/su"));
-        assert!(stat("/home/user/notes").contains("User:  1000   Group:  1000"), "{}", stat("/home/user/notes"));
+        assert!(
+            stat("/usr/bin/su").contains("User:     0   Group:     0"),
+            "{}",
+            stat("/usr/bin/su")
+        );
+        assert!(
+            stat("/home/user/notes").contains("User:  1000   Group:  1000"),
+            "{}",
+            stat("/home/user/notes")
+        );
         assert!(stat("/etc/shadow").contains("Mode:  0600"), "{}", stat("/etc/shadow"));
         assert!(stat("/lib").contains("Fast link dest: \"usr/lib\""), "{}", stat("/lib"));
         let app_dir = debugfs(&img, "ls /opt/app");
-        assert!(app_dir.contains("new.conf") && !app_dir.contains("old.conf"), "opaque: {app_dir}");
+        assert!(
+            app_dir.contains("new.conf") && !app_dir.contains("old.conf"),
+            "opaque: {app_dir}"
+        );
 
         assert!(staging_left(&app).is_empty(), "staging: {:?}", staging_left(&app));
 
@@ -246,7 +275,12 @@ async fn refuses_before_creating(backend: Backend) {
         let msg = body["message"].as_str().unwrap();
         assert!(msg.contains("linux/arm64") && msg.contains("linux/s390x"), "{body}");
         // a bad reference, a bad platform, a name missing where it has no default
-        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": "UPPER/Case:x"}})).await;
+        let res = create(
+            &app,
+            &t,
+            json!({"source": {"type": "oci", "reference": "UPPER/Case:x"}}),
+        )
+        .await;
         expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
         let res = create(
             &app,
@@ -258,10 +292,19 @@ async fn refuses_before_creating(backend: Backend) {
         let res = create(&app, &t, json!({"source": {"type": "upload"}})).await;
         expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
         // a private address is refused by the address policy before any connection
-        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": "10.0.0.1:5000/a/b:c"}})).await;
+        let res = create(
+            &app,
+            &t,
+            json!({"source": {"type": "oci", "reference": "10.0.0.1:5000/a/b:c"}}),
+        )
+        .await;
         expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "url-not-allowed").await;
         // nothing was created
-        let list = expect_status(app.req(Method::GET, &images_url(&app), &t).send().await.unwrap(), StatusCode::OK).await;
+        let list = expect_status(
+            app.req(Method::GET, &images_url(&app), &t).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
         assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
         // the platform that is there pulls, with an explicit name
         let res = create(
@@ -309,7 +352,13 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let reg = Registry::start(Some(("puller", &password))).await;
     let layers = small_layers();
-    push(&reg, "private/app", "1.0", &[ImageSpec::amd64(&layers)], Some(("puller", &password)));
+    push(
+        &reg,
+        "private/app",
+        "1.0",
+        &[ImageSpec::amd64(&layers)],
+        Some(("puller", &password)),
+    );
     let pw = password.clone();
     run(backend, oci_cfg(&reg), |app: TestApp| async move {
         let t = app.token(&["acme"]);
@@ -320,7 +369,12 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
         assert!(body["message"].as_str().unwrap().contains("refused"), "{body}");
         let wrong = json!({"source": {"type": "oci", "reference": reference,
             "credentials": {"username": "puller", "password": "wrong"}}});
-        expect_error(create(&app, &t, wrong).await, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
+        expect_error(
+            create(&app, &t, wrong).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch-failed",
+        )
+        .await;
 
         let body = json!({"source": {"type": "oci", "reference": reference,
             "credentials": {"username": "puller", "password": pw}}});
@@ -341,4 +395,127 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
     .await;
     let logs = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     assert!(!logs.contains(&password), "the password is in the logs");
+}
+
+/// kill -9 while a pull is flattening or building: the restarted process takes the job over once
+/// the lease expires, removes the dead attempt's staging directory, and finishes it; nothing is
+/// left in staging, in the cache's temp files or in storage but the one image.
+async fn crash_during_pull(database_url: Option<String>) {
+    use crate::cli::{serve, strata};
+    let reg = Registry::start(None).await;
+    let layers = noisy_layers();
+    push(&reg, "library/big", "1", &[ImageSpec::amd64(&layers)], None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cfg = dir.path().join("strata.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[imports]\nallow_hosts = [\"127.0.0.1\"]\nlease_secs = 2\npoll_interval_ms = 100\n\n[oci]\ninsecure_registries = [\"{}\"]\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let env: Vec<(&str, &str)> = database_url
+        .as_deref()
+        .map(|u| vec![("STRATA__DATABASE__URL", u)])
+        .unwrap_or_default();
+    let mut first = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
+    let token = strata(&["token", "--config", c, "--data-dir", d, "--org", "acme"])
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let images = format!("{}/api/v1/organizations/acme/regions/local/images", first.base);
+    let reference = format!("{}/library/big:1", reg.addr);
+    let res = client
+        .post(&images)
+        .bearer_auth(&token)
+        .json(&json!({"source": {"type": "oci", "reference": reference}}))
+        .send()
+        .await
+        .unwrap();
+    let img = expect_status(res, StatusCode::CREATED).await;
+    let id = img["id"].as_str().unwrap().to_owned();
+    let url = format!("{images}/{id}");
+    let staging = dir.path().join("staging").join("oci");
+    // The pull is quick: watch its staging directory and kill as soon as it flattens
+    // (`tree/`) or builds (`rootfs.ext4`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let killed_in = loop {
+        let found = std::fs::read_dir(&staging).ok().and_then(|jobs| {
+            jobs.flatten().find_map(|j| {
+                if j.path().join("rootfs.ext4").exists() {
+                    Some("building")
+                } else if j.path().join("tree").exists() {
+                    Some("flattening")
+                } else {
+                    None
+                }
+            })
+        });
+        if let Some(phase) = found {
+            first.child.kill().unwrap(); // SIGKILL
+            first.child.wait().unwrap();
+            break phase;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pull never flattened or built"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(
+        !files_under(&staging).is_empty(),
+        "the dead attempt ({killed_in}) left its staging"
+    );
+
+    let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
+    let url = format!("{}/api/v1/organizations/acme/regions/local/images/{id}", second.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let ready = loop {
+        let img = expect_status(
+            client.get(&url).bearer_auth(&token).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        if img["status"]["state"] != "importing" {
+            break img;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still importing: {img}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready["status"]["state"], "ready", "killed in {killed_in}: {ready}");
+    assert!(
+        files_under(&staging).is_empty(),
+        "staging left: {:?}",
+        files_under(&staging)
+    );
+    let cache_tmp = dir.path().join("oci-cache").join("tmp");
+    assert!(
+        files_under(&cache_tmp).is_empty(),
+        "cache temp files left: {:?}",
+        files_under(&cache_tmp)
+    );
+    let stored = files_under(&dir.path().join("blobs"));
+    assert_eq!(stored.len(), 1, "storage holds the one image only: {stored:?}");
+    let file = client
+        .get(format!("{url}/file"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let bytes = file.bytes().await.unwrap();
+    assert_eq!(Some(bytes.len() as u64), ready["sizeBytes"].as_u64());
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_pull_sqlite() {
+    crash_during_pull(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_pull_postgres() {
+    crash_during_pull(Some(fresh_pg_database().await)).await;
 }

@@ -60,7 +60,7 @@ pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateI
             let checked = st
                 .jobs
                 .check::<OciImport>(OciRequest {
-                    source,
+                    source: *source,
                     architecture: img.architecture,
                 })
                 .await?;

@@ -140,8 +140,7 @@ pub struct Attempt<'a> {
 impl Attempt<'_> {
     /// Where the attempt is, published as `status.phase` with the next heartbeat.
     pub fn set_phase(&self, phase: ImportPhase) {
-        let i = ImportPhase::ALL.iter().position(|p| *p == phase).map_or(0, |i| i + 1);
-        self.phase.store(i as u8, Ordering::Relaxed);
+        self.reporter().set_phase(phase);
     }
 
     /// A handle for setting the phase and progress from other tasks and blocking threads.
