@@ -437,7 +437,6 @@ async fn crash_during_pull(database_url: Option<String>) {
         .unwrap();
     let img = expect_status(res, StatusCode::CREATED).await;
     let id = img["id"].as_str().unwrap().to_owned();
-    let url = format!("{images}/{id}");
     let staging = dir.path().join("staging").join("oci");
     // The pull is quick: watch its staging directory and kill as soon as it flattens
     // (`tree/`) or builds (`rootfs.ext4`).
