@@ -41,7 +41,8 @@ pub struct StatusView {
     /// Bytes done of `bytesTotal`; for OCI pulls layer bytes while pulling, then stored bytes.
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
-    /// Where a running import is; null when it does not say (and once ready).
+    /// Where a running import is; null when it does not say, and once the image is no longer
+    /// `importing`.
     pub phase: Option<ImportPhase>,
 }
 
@@ -106,7 +107,8 @@ impl From<&Image> for ImageView {
                 reason_code: i.status.reason_code,
                 bytes_done: i.status.bytes_done,
                 bytes_total: i.status.bytes_total,
-                phase: i.status.phase,
+                // only while importing: a failed import keeps its last phase in the row
+                phase: i.status.phase.filter(|_| i.status.state == ImageState::Importing),
             },
             size_bytes: i.size_bytes,
             sha256: i.sha256.clone(),

@@ -518,3 +518,86 @@ async fn crash_during_pull_sqlite() {
 async fn crash_during_pull_postgres() {
     crash_during_pull(Some(fresh_pg_database().await)).await;
 }
+
+on_both!(failures_are_typed_and_leave_nothing);
+async fn failures_are_typed_and_leave_nothing(backend: Backend) {
+    use crate::registry::layer_from_tar;
+    let reg = Registry::start(None).await;
+    // a layer whose entry climbs out with `..` (GNU tar -P keeps it)
+    let evil_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(evil_dir.path().join("a")).unwrap();
+    std::fs::write(evil_dir.path().join("evil"), "x").unwrap();
+    let tar = Command::new("tar")
+        .args(["-P", "-C"])
+        .arg(evil_dir.path().join("a"))
+        .args(["-cf", "-", "../evil"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    push(
+        &reg,
+        "evil/dotdot",
+        "v1",
+        &[ImageSpec::amd64(&[layer_from_tar(&tar.stdout)])],
+        None,
+    );
+    // a layer blob the registry's storage no longer matches
+    let layers = small_layers();
+    let pushed = push(&reg, "team/tampered", "v1", &[ImageSpec::amd64(&layers)], None);
+    let hex = pushed.manifests[0].2[0].trim_start_matches("sha256:").to_owned();
+    let file = reg.blob_file(&hex);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&file, bytes).unwrap();
+    // other blobs than the tampered ones (the registry stores blobs by digest)
+    let fine_dir = tempfile::tempdir().unwrap();
+    std::fs::write(fine_dir.path().join("fine"), "fine\n").unwrap();
+    let fine = [crate::registry::layer_from_dir(fine_dir.path())];
+    push(&reg, "team/fine", "v1", &[ImageSpec::amd64(&fine)], None);
+    let configure = oci_cfg(&reg);
+    let cfg = move |c: &mut strata_api::Config| {
+        configure(c);
+        c.quotas.max_bytes = 200 << 20;
+    };
+    run(backend, cfg, |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let cases = [
+            (
+                json!({"type": "oci", "reference": format!("{}/evil/dotdot:v1", reg.addr)}),
+                "invalid-archive",
+                "..",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/team/tampered:v1", reg.addr)}),
+                "invalid-archive",
+                "hashes to",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/team/fine:v1", reg.addr), "sizeBytes": 1 << 20}),
+                "too-large",
+                "",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/team/fine:v1", reg.addr), "sizeBytes": 300 << 20}),
+                "quota-exceeded",
+                "",
+            ),
+        ];
+        for (i, (source, code, says)) in cases.into_iter().enumerate() {
+            let res = create(&app, &t, json!({"name": format!("case-{i}"), "source": source})).await;
+            let img = expect_status(res, StatusCode::CREATED).await;
+            let done = wait_for(&app, &t, img["id"].as_str().unwrap(), 60, &mut Vec::new(), settled).await;
+            assert_eq!(done["status"]["state"], "failed", "{done}");
+            assert_eq!(done["status"]["reasonCode"], code, "{done}");
+            assert!(done["status"]["phase"].is_null(), "{done}");
+            assert!(done["status"]["reason"].as_str().unwrap().contains(says), "{done}");
+            assert!(staging_left(&app).is_empty(), "staging: {:?}", staging_left(&app));
+        }
+        assert!(!evil_dir.path().parent().unwrap().join("evil").exists());
+        assert!(app.stored().await.is_empty(), "stored: {:?}", app.stored().await);
+        let tmp = app.cfg.data_dir.join("oci-cache").join("tmp");
+        assert!(files_under(&tmp).is_empty(), "cache temp: {:?}", files_under(&tmp));
+    })
+    .await;
+}
