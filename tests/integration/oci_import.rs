@@ -111,8 +111,15 @@ async fn download_ext4(app: &TestApp, token: &str, id: &str, dir: &std::path::Pa
     path
 }
 
+/// Job directories (empty or not) and files left in OCI staging.
 fn staging_left(app: &TestApp) -> Vec<std::path::PathBuf> {
-    files_under(&app.cfg.data_dir.join("staging").join("oci"))
+    let dir = app.cfg.data_dir.join("staging").join("oci");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The realistic layers, then 48 MiB that do not compress: long enough in each phase for a
@@ -486,9 +493,18 @@ async fn crash_during_pull(database_url: Option<String>) {
     };
     assert_eq!(ready["status"]["state"], "ready", "killed in {killed_in}: {ready}");
     assert!(
-        files_under(&staging).is_empty(),
+        std::fs::read_dir(&staging)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+            .is_empty(),
         "staging left: {:?}",
-        files_under(&staging)
+        std::fs::read_dir(&staging)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
     );
     let cache_tmp = dir.path().join("oci-cache").join("tmp");
     assert!(
@@ -598,6 +614,51 @@ async fn failures_are_typed_and_leave_nothing(backend: Backend) {
         assert!(app.stored().await.is_empty(), "stored: {:?}", app.stored().await);
         let tmp = app.cfg.data_dir.join("oci-cache").join("tmp");
         assert!(files_under(&tmp).is_empty(), "cache temp: {:?}", files_under(&tmp));
+    })
+    .await;
+}
+
+on_both!(deleting_a_pulling_image_cancels_it);
+async fn deleting_a_pulling_image_cancels_it(backend: Backend) {
+    let reg = Registry::start(None).await;
+    let layers = noisy_layers();
+    push(&reg, "library/big", "1", &[ImageSpec::amd64(&layers)], None);
+    run(backend, oci_cfg(&reg), |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let reference = format!("{}/library/big:1", reg.addr);
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
+        let img = expect_status(res, StatusCode::CREATED).await;
+        let id = img["id"].as_str().unwrap().to_owned();
+        let staging = app.cfg.data_dir.join("staging").join("oci");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_dir(&staging)
+            .map(|d| d.flatten().any(|j| j.path().join("tree").exists()))
+            .unwrap_or(false)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "the pull never flattened");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let res = app
+            .req(Method::DELETE, &format!("{}/{id}", images_url(&app)), &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        // the attempt sees its lease gone at the next heartbeat, stops, and removes its staging
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !staging_left(&app).is_empty() || !app.stored().await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "left: {:?} {:?}",
+                staging_left(&app),
+                app.stored().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // and stays clean once every blocking step has seen the cancel
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(staging_left(&app).is_empty(), "{:?}", staging_left(&app));
+        assert!(app.stored().await.is_empty());
     })
     .await;
 }
