@@ -34,6 +34,7 @@ pub struct Application {
     /// The separate `/metrics` listener, when `[server] metrics_listen` is set.
     metrics_server: Option<(Server, SocketAddr)>,
     watchdog: Arc<crate::keepalive::Watchdog>,
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -58,8 +59,13 @@ impl Application {
         );
         jobs.register(UrlImport::new(&cfg.imports)?);
         jobs.register(crate::service::oci::OciImport::new(&cfg)?);
+        jobs.register(crate::service::kernel_pull::KernelBundlePull::new(
+            &cfg.imports,
+            kernels.staging_dir.clone(),
+        )?);
         let jobs = Arc::new(jobs);
-        let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone(), metrics.clone());
+        let sweeper = Sweeper::new(db.clone(), regions.clone(), cfg.sweeper.clone(), metrics.clone())
+            .with_local_staging(kernels.staging_dir.clone());
         let state = web::Data::new(AppState {
             db,
             regions,
@@ -68,6 +74,7 @@ impl Application {
             quotas: cfg.quotas.clone(),
             jobs: jobs.clone(),
             metrics: metrics.clone(),
+            defaults: Arc::new(crate::service::defaults::Defaults::from_config(&cfg, &kernels.catalog)?),
             kernels,
         });
         // One document, post-processed (links, closed variants), both served and used for routing.
@@ -119,6 +126,7 @@ impl Application {
                 }
             }
         };
+        let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(middleware::header_limits))
@@ -139,6 +147,7 @@ impl Application {
                 })
                 .into_app()
                 .configure(routes::console::configure)
+                .configure(routes::docker::configure)
                 .default_service(web::to(unknown_route))
         })
         .on_connect(on_connect)
@@ -157,6 +166,7 @@ impl Application {
             stop_workers,
             metrics_server,
             watchdog,
+            state: app_state,
         })
     }
 
@@ -183,6 +193,10 @@ impl Application {
     /// jobs back (leases released) so another process can continue at once.
     pub async fn run(self) -> std::io::Result<()> {
         let workers = tokio::spawn(self.jobs.clone().run());
+        // The operator's defaults, reconciled in the background: an unreachable mirror must not
+        // delay serving.
+        let state = self.state.clone();
+        let defaults = tokio::spawn(async move { crate::service::defaults::reconcile_all(&state).await });
         let sweeper = tokio::spawn(self.sweeper.run(self.stop_workers.subscribe()));
         let metrics_server = self.metrics_server.map(|(s, _)| (s.handle(), tokio::spawn(s)));
         let watchdog = self.watchdog.spawn();
@@ -192,6 +206,7 @@ impl Application {
             handle.stop(true).await;
             let _ = task.await;
         }
+        defaults.abort();
         let _ = self.stop_workers.send(true);
         let _ = workers.await;
         let _ = sweeper.await;
@@ -251,7 +266,8 @@ pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
     }
     crate::state::check_regions(cfg)?;
     crate::service::imports::fetch_policy(&cfg.imports)?;
-    crate::service::kernels::KernelSettings::from_config(cfg)?;
+    let kernels = crate::service::kernels::KernelSettings::from_config(cfg)?;
+    crate::service::defaults::Defaults::from_config(cfg, &kernels.catalog)?;
     // Keys other than the development key (which is created at first start) must load now.
     let mut without_dev = cfg.clone();
     without_dev.auth.dev_key = false;

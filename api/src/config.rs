@@ -30,6 +30,9 @@ pub struct Config {
     pub kernel_catalog: Vec<KernelCatalogEntry>,
     /// OCI registry pulls.
     pub oci: OciConfig,
+    /// Global kernels and images every region (or the listed ones) should have (`[[defaults]]`),
+    /// imported when missing on start and by `POST /api/v1/regions/{regionID}/defaults:ensure`.
+    pub defaults: Vec<DefaultArtifact>,
     /// Empty means one region `local`, open to all, on local disk under `data_dir/blobs`.
     pub regions: Vec<RegionConfig>,
 }
@@ -236,7 +239,7 @@ impl Default for KernelsConfig {
     }
 }
 
-/// One downloadable kernel bundle (tar, tar.gz or tar.zst with `vmlinux`, optional `initrd.img`
+/// One downloadable kernel bundle (tar, tar.gz, tar.zst or tar.xz with `vmlinux`, optional `initrd.img`
 /// and `modules/`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -287,6 +290,38 @@ impl Default for OciConfig {
             tool_timeout_secs: 1800,
         }
     }
+}
+
+/// What a default is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultKind {
+    Kernel,
+    Image,
+}
+
+/// A global artifact operators want in every region (`[[defaults]]`). Identified by `name` and
+/// sha256: a global artifact of that name with the same sha256 is the default; one with another
+/// sha256 is a conflict, reported and left alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultArtifact {
+    pub kind: DefaultKind,
+    pub name: String,
+    /// Kernels only: a `[[kernel_catalog]]` entry (its URL, sha256, size, version and
+    /// architecture are used).
+    pub catalog: Option<String>,
+    /// A kernel bundle, or a raw disk image; with `sha256`.
+    pub url: Option<String>,
+    /// Hex sha256 of what `url` serves; required with `url`.
+    pub sha256: Option<String>,
+    /// Default `x86_64` (for a catalog entry, the entry's).
+    pub architecture: Option<String>,
+    /// Kernels from a URL: the kernel version (required).
+    pub version: Option<String>,
+    pub description: Option<String>,
+    /// Regions to keep it in; default every region.
+    pub regions: Option<Vec<String>>,
 }
 
 /// URL imports: where the server may fetch from, and how import jobs run.
@@ -393,6 +428,7 @@ impl Default for Config {
             kernels: KernelsConfig::default(),
             kernel_catalog: Vec::new(),
             oci: OciConfig::default(),
+            defaults: Vec::new(),
             regions: Vec::new(),
         }
     }

@@ -143,12 +143,23 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(ErrorBody {
+        let mut res = res.json(ErrorBody {
             error: code.to_owned(),
-            message,
+            message: message.clone(),
             request_id,
-        })
+        });
+        // For a second renderer of the same error (the Docker Engine API's envelope).
+        res.extensions_mut().insert(Rendered { code, message });
+        res
     }
+}
+
+/// What [`ApiError::error_response`] rendered, kept on the response so an API with another error
+/// envelope (`routes::docker`) renders the same error its own way, at the same single edge.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// Turns the framework's own extractor errors (bad JSON, bad path) into our error shape.

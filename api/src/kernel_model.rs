@@ -138,13 +138,35 @@ pub enum KernelSourceSpec {
         #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
     },
-    /// The caller uploads a tar, tar.gz or tar.zst holding `vmlinux`, optional `initrd.img` and
+    /// The caller uploads a tar, tar.gz, tar.zst or tar.xz holding `vmlinux`, optional `initrd.img` and
     /// optional `modules/` with `PUT .../kernels/{kernelID}/bundle`.
     #[schema(title = "KernelBundleUploadSource")]
     UploadBundle {
         /// Expected hex sha256 of the bundle as sent; checked before anything is unpacked.
         #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
+    },
+    /// The server pulls a bundle (tar, tar.gz, tar.zst or tar.xz, laid out as for `upload-bundle`) from
+    /// an `http(s)` URL through the same address policy as URL image imports. The kernel is
+    /// `importing` until the pull ends; poll it.
+    #[schema(title = "KernelUrlSource")]
+    Url {
+        /// `http` or `https`; credentials in it are used for the fetch and never stored or shown.
+        #[schema(min_length = 1, max_length = 2048)]
+        url: String,
+        /// Expected hex sha256 of the bundle; a mismatch fails the pull with `checksum-mismatch`
+        /// before anything is unpacked.
+        #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
+        sha256: Option<String>,
+    },
+    /// The server pulls an entry of the kernel catalog (`GET .../kernel-catalog`), checked
+    /// against the entry's sha256 and size. `version`, `architecture`, `distro` and
+    /// `description` default to the entry's.
+    #[schema(title = "KernelCatalogSource")]
+    Catalog {
+        /// The catalog entry's name.
+        #[schema(min_length = 1, max_length = 63)]
+        entry: String,
     },
 }
 
@@ -158,11 +180,13 @@ pub struct CreateKernelRequest {
     /// Up to 1024 characters; no control characters except newline and tab.
     #[schema(max_length = 1024, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
-    /// Default `x86_64`. The vmlinux must be for this machine (`architecture-mismatch`).
+    /// Default `x86_64` (for a catalog pull, the entry's). The vmlinux must be for this machine
+    /// (`architecture-mismatch`).
     pub architecture: Option<Architecture>,
-    /// e.g. `6.1.0-18`: 1-63 of `A-Za-z0-9._+~-`, starting with a letter or digit.
+    /// e.g. `6.1.0-18`: 1-63 of `A-Za-z0-9._+~-`, starting with a letter or digit. Required
+    /// unless the source is a catalog entry (which has one).
     #[schema(min_length = 1, max_length = 63, pattern = r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,62}$")]
-    pub version: String,
+    pub version: Option<String>,
     /// e.g. `debian`; 1-63 printable characters.
     #[schema(min_length = 1, max_length = 63, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub distro: Option<String>,
@@ -181,12 +205,24 @@ impl TryFrom<CreateKernelRequest> for CreateKernel {
         let (source, sha) = match r.source {
             KernelSourceSpec::Upload { sha256 } => (NewSource::Upload, sha256),
             KernelSourceSpec::UploadBundle { sha256 } => (NewSource::UploadBundle, sha256),
+            KernelSourceSpec::Url { url, sha256 } => (NewSource::Url { url }, sha256),
+            KernelSourceSpec::Catalog { entry } => (NewSource::Catalog { entry }, None),
+        };
+        let version = match (&r.version, &source) {
+            (Some(v), _) => Some(KernelVersion::parse(v)?),
+            (None, NewSource::Catalog { .. }) => None,
+            (None, _) => {
+                return Err(DomainError::invalid(
+                    "version",
+                    "is required unless source.type is catalog",
+                ));
+            }
         };
         Ok(CreateKernel {
             name: ImageName::parse(&r.name)?,
             description: r.description.as_deref().map(Description::parse).transpose()?,
-            architecture: r.architecture.unwrap_or(Architecture::X86_64),
-            version: KernelVersion::parse(&r.version)?,
+            architecture: r.architecture,
+            version,
             distro: r.distro.as_deref().map(parse_distro).transpose()?,
             tags: UserTags::parse(r.tags.unwrap_or_default())?,
             protected: r.protected.unwrap_or(false),

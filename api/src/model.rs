@@ -390,9 +390,9 @@ pub struct Quota {
 pub struct UsageView {
     /// Images of the organization in the region, whatever their state.
     pub images: Quota,
-    /// Bytes of the organization's `ready` images in the region.
+    /// Bytes of the organization's `ready` images and kernels in the region.
     pub bytes: Quota,
-    /// URL imports running now.
+    /// Imports running now: URL imports and kernel pulls.
     pub concurrent_imports: Quota,
 }
 

@@ -29,6 +29,7 @@ pub const BEARER: &str = "bearer";
         (name = "kernels", description = "v1: kernels of one organization in one region, their consumers and the kernel catalog"),
         (name = "kernel-files", description = "v1: kernel files (vmlinux, initrd, modules)"),
         (name = "query", description = "v2: flat image query for consoles and automation"),
+        (name = "defaults", description = "v1, platform admins: the operator's default global kernels and images"),
         (name = "health", description = "liveness and readiness")
     )
 )]

@@ -27,6 +27,8 @@ pub struct AppState {
     pub jobs: Arc<crate::service::jobs::JobRunner>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub kernels: Arc<crate::service::kernels::KernelSettings>,
+    /// The operator's default global kernels and images (`[[defaults]]`).
+    pub defaults: Arc<crate::service::defaults::Defaults>,
 }
 
 pub fn build_regions(cfg: &Config) -> anyhow::Result<BTreeMap<RegionId, Arc<Region>>> {

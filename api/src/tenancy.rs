@@ -189,6 +189,42 @@ impl<S: RequiredScope> FromRequest for RegionAccess<S> {
     }
 }
 
+/// A region in which a platform admin acts for the platform itself (the operator's defaults).
+/// Needs a platform-admin token with `images:write` and `kernels:write`.
+pub struct PlatformRegion {
+    pub principal: Principal,
+    pub region: Arc<Region>,
+}
+
+impl PlatformRegion {
+    fn extract(req: &HttpRequest) -> Result<Self, ApiError> {
+        let principal = authenticate(req)?;
+        principal.require_scope(Scope::ImagesWrite)?;
+        principal.require_scope(Scope::KernelsWrite)?;
+        let region_id = path_param(req, "regionID", RegionId::parse)?;
+        let region = region_or_404(req, &region_id)?;
+        if !principal.platform_admin {
+            return Err(DomainError::Forbidden {
+                reason: "only platform admins manage the platform's defaults".into(),
+            }
+            .into());
+        }
+        Ok(Self { principal, region })
+    }
+
+    pub fn region_id(&self) -> &RegionId {
+        &self.region.policy.id
+    }
+}
+
+impl FromRequest for PlatformRegion {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Self::extract(req))
+    }
+}
+
 /// The `imageID` path segment, parsed.
 pub struct ImageRef(pub ImageId);
 

@@ -88,7 +88,7 @@ string_enum!(
 );
 string_enum!(
     /// Where the bytes came from.
-    SourceKind, "source" { Upload => "upload", Url => "url", Oci => "oci" }
+    SourceKind, "source" { Upload => "upload", Url => "url", DockerArchive => "docker-archive", Oci => "oci" }
 );
 string_enum!(
     /// The life cycle: `pending` waits for bytes, `importing` is being copied by the server,
@@ -106,6 +106,8 @@ string_enum!(
         QuotaExceeded => "quota-exceeded",
         CredentialsUnavailable => "credentials-unavailable",
         InvalidArchive => "invalid-archive",
+        UnsupportedKernelFormat => "unsupported-kernel-format",
+        ArchitectureMismatch => "architecture-mismatch",
         Internal => "internal",
     }
 );

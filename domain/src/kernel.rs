@@ -26,6 +26,19 @@ string_enum!(
     KernelArtifact, "artifact" { Vmlinux => "vmlinux", Initrd => "initrd", Modules => "modules" }
 );
 
+impl KernelArtifact {
+    /// The blob id this artifact is stored under by the import attempt whose blob id is `attempt`:
+    /// the vmlinux under `attempt` itself, the others under ids derived from it (UUID v5), so an
+    /// attempt's every key is known from the one id the job records, and a takeover or sweep can
+    /// find what a dead attempt wrote.
+    pub fn attempt_blob(self, attempt: BlobId) -> BlobId {
+        match self {
+            KernelArtifact::Vmlinux => attempt,
+            other => BlobId::from_uuid(uuid::Uuid::new_v5(&attempt.as_uuid(), other.to_string().as_bytes())),
+        }
+    }
+}
+
 /// A kernel version, e.g. `6.1.0-18`: 1-63 of `A-Za-z0-9._+~-`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -231,6 +244,16 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_blobs_are_distinct_and_stable() {
+        let a = BlobId::new();
+        let ids: Vec<_> = KernelArtifact::ALL.iter().map(|x| x.attempt_blob(a)).collect();
+        assert_eq!(ids[0], a);
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        assert_eq!(KernelArtifact::Initrd.attempt_blob(a), ids[1]);
+        assert_ne!(KernelArtifact::Initrd.attempt_blob(BlobId::new()), ids[1]);
+    }
 
     #[test]
     fn versions() {

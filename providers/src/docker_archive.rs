@@ -240,16 +240,8 @@ pub fn uncompressed_sha256(path: &Path, max: u64) -> Result<String, ArchiveError
         .read_to_end(&mut head)
         .map_err(ArchiveError::io)?;
     let file = BufReader::with_capacity(256 * 1024, File::open(path).map_err(ArchiveError::io)?);
-    let reader: Box<dyn Read> = match Compression::sniff(&head) {
-        Some(Compression::None) | None => Box::new(file),
-        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Some(Compression::Zstd) => {
-            let mut d = zstd::stream::read::Decoder::new(file).map_err(ArchiveError::io)?;
-            d.window_log_max(27).map_err(ArchiveError::io)?;
-            Box::new(d)
-        }
-        Some(Compression::Xz) => return Err(invalid("xz-compressed layers are not supported")),
-    };
+    let compression = Compression::sniff(&head).unwrap_or(Compression::None);
+    let reader = crate::archive::decoder(compression, file).map_err(ArchiveError::io)?;
     let mut limited = reader.take(max + 1);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -15,6 +15,7 @@ pub mod kernel_store;
 pub mod key;
 pub mod oci;
 pub mod registry;
+pub mod rootfs;
 
 pub use blob::{BlobRead, BlobStore, BlobWriter, S3Settings, StorageError, StoredObject};
 pub use fetch::{ConnectFailure, Download, FetchError, FetchPolicy, Fetcher, Source};

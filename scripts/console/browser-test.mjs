@@ -3,6 +3,7 @@
 // Env: STRATA_BIN, PLAYWRIGHT_DIR (where playwright-core is installed), ARTIFACTS (screenshots),
 // BULK (images seeded for the first-render measurement, default 100000).
 import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -46,23 +47,36 @@ function rawDisk(size) {
   return d;
 }
 
+// A kernel: the first 8 KiB of /bin/true is a valid x86_64 ELF header, enough for the checks.
+const VMLINUX = fs.readFileSync('/bin/true').subarray(0, 8192);
+// The catalog's bundle: a tar with that vmlinux and a 3 MiB initrd, served as slowly as the disk
+// so the pull's progress can be watched.
+const bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-kbundle-'));
+fs.writeFileSync(path.join(bundleDir, 'vmlinux'), VMLINUX);
+fs.writeFileSync(path.join(bundleDir, 'initrd.img'), crypto.randomBytes(3 << 20));
+execFileSync('tar', ['-cf', path.join(bundleDir, 'k.tar'), '-C', bundleDir, 'vmlinux', 'initrd.img']);
+const BUNDLE = fs.readFileSync(path.join(bundleDir, 'k.tar'));
+fs.rmSync(bundleDir, { recursive: true, force: true });
+const BUNDLE_SHA = crypto.createHash('sha256').update(BUNDLE).digest('hex');
+
 // The slow source: the first 512 bytes at once (the server's format peek), the rest at ~1 MiB/s.
 const DISK = rawDisk(6 << 20);
 const slow = http.createServer((req, res) => {
-  if (req.url !== '/disk.raw') {
+  const DATA = { '/disk.raw': DISK, '/kernel.tar': BUNDLE }[req.url];
+  if (!DATA) {
     res.writeHead(404, { 'Content-Length': 0 });
     return res.end();
   }
   const range = /bytes=(\d+)-(\d+)/.exec(req.headers.range || '');
   if (range) {
-    const [a, b] = [Number(range[1]), Math.min(Number(range[2]), DISK.length - 1)];
-    res.writeHead(206, { 'Content-Length': b - a + 1, 'Content-Range': `bytes ${a}-${b}/${DISK.length}` });
-    return res.end(DISK.subarray(a, b + 1));
+    const [a, b] = [Number(range[1]), Math.min(Number(range[2]), DATA.length - 1)];
+    res.writeHead(206, { 'Content-Length': b - a + 1, 'Content-Range': `bytes ${a}-${b}/${DATA.length}` });
+    return res.end(DATA.subarray(a, b + 1));
   }
-  res.writeHead(200, { 'Content-Length': DISK.length, 'Content-Type': 'application/octet-stream' });
+  res.writeHead(200, { 'Content-Length': DATA.length, 'Content-Type': 'application/octet-stream' });
   let off = 0;
   const tick = setInterval(() => {
-    const chunk = DISK.subarray(off, off + (128 << 10));
+    const chunk = DATA.subarray(off, off + (128 << 10));
     off += chunk.length;
     if (!chunk.length || res.destroyed) {
       clearInterval(tick);
@@ -73,12 +87,19 @@ const slow = http.createServer((req, res) => {
 });
 await new Promise((r) => slow.listen(0, '127.0.0.1', r));
 const slowUrl = `http://127.0.0.1:${slow.address().port}/disk.raw`;
+const bundleUrl = `http://127.0.0.1:${slow.address().port}/kernel.tar`;
+const KXSS = `<img src=x onerror="window.__xss=3"> "q" 's' Zoë ☕`;
 
 // The server
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-console-'));
 fs.writeFileSync(
   path.join(dir, 'strata.toml'),
-  `data_dir = ${JSON.stringify(dir)}\n[imports]\nallow_hosts = ["127.0.0.1"]\npoll_interval_ms = 200\n[quotas]\nmax_images = 200000\n`,
+  `data_dir = ${JSON.stringify(dir)}\n[imports]\nallow_hosts = ["127.0.0.1"]\npoll_interval_ms = 200\n[quotas]\nmax_images = 200000\n` +
+    '\n[[kernel_catalog]]\nname = "debian-12-amd64"\ndistro = "debian"\narchitecture = "x86_64"\nversion = "6.1.0-18"\n' +
+    `url = ${JSON.stringify(bundleUrl)}\nsha256 = "${BUNDLE_SHA}"\nsizeBytes = ${BUNDLE.length}\ndescription = ${JSON.stringify(`Debian 12 cloud kernel ${KXSS}`)}\n` +
+    // The same bundle promised with another sha256: its pull fails with checksum-mismatch.
+    '\n[[kernel_catalog]]\nname = "broken-sha"\narchitecture = "x86_64"\nversion = "6.1.0-18"\n' +
+    `url = ${JSON.stringify(bundleUrl)}\nsha256 = "${'0'.repeat(64)}"\nsizeBytes = ${BUNDLE.length}\n`,
 );
 const cfgArgs = ['--config', path.join(dir, 'strata.toml')];
 const server = spawn(BIN, ['serve', ...cfgArgs, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -138,6 +159,20 @@ for (const n of ['debian-12', 'ubuntu-24.04', 'alpine-3.20']) {
   const g = await call('POST', `${v1('acme')}/images`, admin, { name: n, visibility: 'global', tags: { os: n.split('-')[0] }, source: { type: 'upload' } });
   await call('PUT', `${v1('acme')}/images/${g.id}/file`, admin, rawDisk(2 << 20), { 'Content-Type': 'application/octet-stream' });
 }
+// Kernels: acme's (one booted by acme-web-01), one with markup in every free-text field, a
+// global one, and a globex one acme must never see.
+const kapi = (org) => `${v1(org)}/kernels`;
+async function uploadKernel(org, tok, body) {
+  const k = await call('POST', kapi(org), tok, { version: '6.1.0-18', source: { type: 'upload' }, ...body });
+  return call('PUT', `${kapi(org)}/${k.id}/file`, tok, VMLINUX, { 'Content-Type': 'application/octet-stream' });
+}
+const acmeKernel = await uploadKernel('acme', acme, { name: 'acme-kernel-61', distro: 'debian', tags: { tier: 'gold' } });
+const kernelXss = await uploadKernel('acme', acme, { name: 'xss-kernel', distro: `<b>d</b> "q" 'é'`, description: XSS, tags: { note: XSS } });
+await uploadKernel('acme', admin, { name: 'global-kernel-61', visibility: 'global' });
+await uploadKernel('globex', globex, { name: 'globex-secret-kernel' });
+const bootImage = (await call('GET', `/api/v2/regions/local/images?name=acme-web-01`, acme)).items[0];
+await call('PATCH', `${v1('acme')}/images/${bootImage.id}`, acme, { kernelId: acmeKernel.id }, { 'Content-Type': 'application/merge-patch+json' });
+
 if (BULK > 0) {
   const tpl = await call('POST', `${v1('bulk')}/images`, bulkTok, { name: 'bulk', tags: { env: 'load' }, source: { type: 'upload' } });
   execFileSync('python3', [path.join(here, 'bulk-seed.py'), path.join(dir, 'strata.db'), tpl.id, String(BULK)], { stdio: 'inherit' });
@@ -432,6 +467,154 @@ await scenario('usage view shows quotas as bars', async () => {
   await shot('09-usage');
 });
 
+let kindFilter = null;
+const knames = () => page.locator('table.resources tbody a.name').allTextContents();
+
+await scenario('kernels table: the v2 list with files, status and global kernels, never another organization\'s', async () => {
+  await page.getByRole('link', { name: 'Kernels' }).click();
+  await page.getByRole('heading', { name: 'Kernels', exact: true }).waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('table.resources tbody a.name').length >= 3);
+  const n = await knames();
+  assert(JSON.stringify(n) === JSON.stringify(['acme-kernel-61', 'global-kernel-61', 'xss-kernel']), `kernels: ${n}`);
+  const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'acme-kernel-61' }) });
+  await row.getByText('vmlinux 8.0 KiB').waitFor();
+  await row.locator('.state-ready').waitFor();
+  await page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'global-kernel-61' }) }).getByText('global').first().waitFor();
+  assert((await page.getByText('globex-secret-kernel').count()) === 0, 'a globex kernel leaked');
+  const entry = page.locator('li.catalog-entry[data-entry="debian-12-amd64"]');
+  await entry.getByText('available').waitFor();
+  await assertLabelled('kernels');
+  assert((await page.evaluate(() => window.__xss)) === undefined, 'catalog description ran script');
+  await shot('17-kernels');
+});
+
+await scenario('kernel detail: files with sizes and a download, a tag edit with If-Match', async () => {
+  await page.getByRole('link', { name: 'acme-kernel-61' }).click();
+  await page.getByRole('heading', { name: 'Files' }).waitFor();
+  await assertLabelled('kernel detail');
+  const files = page.locator('table.files');
+  await files.getByText('8,192 bytes').waitFor();
+  await files.getByText(crypto.createHash('sha256').update(VMLINUX).digest('hex')).waitFor();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download vmlinux' }).click()]);
+  const got = fs.readFileSync(await download.path());
+  assert(Buffer.compare(got, VMLINUX) === 0, `downloaded ${got.length} bytes, not the vmlinux`);
+  assert(download.suggestedFilename() === 'acme-kernel-61-vmlinux', `file name ${download.suggestedFilename()}`);
+  await page.getByRole('button', { name: 'Add tag' }).click();
+  await page.getByLabel('Tag key').last().fill('owner');
+  await page.getByLabel('Tag value').last().fill('Zoë "ops"');
+  await page.getByRole('button', { name: 'Save tags' }).click();
+  await page.getByText('Tags saved.').waitFor();
+  const k = await call('GET', `${kapi('acme')}/${acmeKernel.id}`, acme);
+  assert(k.tags.owner === 'Zoë "ops"' && k.tags.tier === 'gold', `tags ${JSON.stringify(k.tags)}`);
+  await call('PATCH', `${kapi('acme')}/${acmeKernel.id}`, acme, { description: 'changed elsewhere' });
+  await page.getByLabel('Tag value').last().fill('someone');
+  await page.getByRole('button', { name: 'Save tags' }).click();
+  await page.getByText('Someone else changed this kernel').waitFor();
+  await page.getByRole('button', { name: 'Reload the kernel' }).click();
+  await page.waitForFunction(() => document.querySelector('textarea')?.value === 'changed elsewhere');
+  await shot('18-kernel-detail');
+});
+
+await scenario('kernel in use: protect refuses the delete, then 409 kernel-in-use names the count and the image', async () => {
+  await page.getByRole('button', { name: 'Protect', exact: true }).click();
+  await page.getByText('Kernel protected.').waitFor();
+  await page.getByRole('button', { name: 'Delete…' }).click();
+  await page.getByRole('heading', { name: 'Delete kernel “acme-kernel-61”?' }).waitFor();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+  await page.getByRole('dialog').getByText('image-protected').waitFor();
+  await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+  await page.getByRole('button', { name: 'Unprotect' }).click();
+  await page.getByText('Protection removed.').waitFor();
+  await page.getByRole('button', { name: 'Delete…' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+  await page.getByRole('dialog').getByText('(kernel-in-use, HTTP 409)').waitFor();
+  await page.getByRole('dialog').getByText('1 image boots with this kernel').waitFor();
+  await shot('19-kernel-in-use', false);
+  await page.getByRole('dialog').getByRole('link', { name: bootImage.id }).click();
+  await page.getByRole('heading', { name: 'acme-web-01' }).waitFor();
+  assert((await call('GET', `${kapi('acme')}/${acmeKernel.id}`, acme)).status.state === 'ready', 'kernel still there');
+});
+
+await scenario('image detail shows the kernel it boots with, linked to the kernel', async () => {
+  const link = page.locator('a.kernel-link');
+  await link.getByText('acme-kernel-61').waitFor();
+  await shot('20-image-kernel', false);
+  await link.click();
+  await page.getByRole('heading', { name: 'Files' }).waitFor();
+  assert(page.url().endsWith(`/kernel/local/acme/${acmeKernel.id}`), page.url());
+});
+
+await scenario('catalog pull: the kernel imports with live progress and the entry ends pulled', async () => {
+  await page.goto(`${base}/console/#/kernels`);
+  const entry = page.locator('li.catalog-entry[data-entry="debian-12-amd64"]');
+  await entry.getByRole('button', { name: 'Pull debian-12-amd64' }).click();
+  await entry.getByRole('progressbar', { name: 'Pull progress of debian-12-amd64' }).waitFor({ timeout: 10000 });
+  await page.waitForFunction(() => {
+    const bar = document.querySelector('li.catalog-entry [role=progressbar]');
+    return bar && Number(bar.getAttribute('aria-valuenow')) > 0;
+  }, null, { timeout: 15000 });
+  const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'debian-12-amd64' }) });
+  await row.locator('.state-importing').waitFor();
+  await shot('21-kernel-pull');
+  await entry.getByText('pulled in acme').waitFor({ timeout: 60000 });
+  await row.locator('.state-ready').waitFor({ timeout: 10000 });
+  await row.getByText('initrd 3.0 MiB').waitFor();
+  const k = (await call('GET', '/api/v2/regions/local/kernels?name=debian-12-amd64', acme)).items[0];
+  assert(k.status.state === 'ready' && k.provenance.source === 'catalog' && k.artifacts.initrd.sizeBytes === 3 << 20, JSON.stringify(k));
+  // A second pull under the same name is refused and says why.
+  await entry.getByRole('button', { name: 'Pull debian-12-amd64' }).click();
+  await entry.getByText('name-taken').waitFor();
+  await shot('22-kernel-pulled');
+});
+
+await scenario('a failed catalog pull shows failed with its reason code', async () => {
+  const entry = page.locator('li.catalog-entry[data-entry="broken-sha"]');
+  await entry.getByRole('button', { name: 'Pull broken-sha' }).click();
+  const row = page.locator('table.resources tbody tr', { has: page.getByRole('link', { name: 'broken-sha' }) });
+  await row.locator('.state-failed').waitFor({ timeout: 60000 });
+  await row.locator('.reason-code', { hasText: 'checksum-mismatch' }).waitFor();
+  await entry.locator('.reason-code', { hasText: 'checksum-mismatch' }).waitFor();
+  await shot('26-kernel-pull-failed');
+  await row.getByRole('link', { name: 'broken-sha' }).click();
+  await page.locator('dd code', { hasText: 'checksum-mismatch' }).waitFor();
+});
+
+await scenario('an XSS probe in a kernel renders as text', async () => {
+  await page.goto(`${base}/console/#/kernels?name=xss-kernel`);
+  await page.getByRole('link', { name: 'xss-kernel' }).click();
+  await page.getByRole('heading', { name: 'Files' }).waitFor();
+  assert((await page.locator('.tag-value').first().inputValue()) === XSS, 'tag value round-trips');
+  assert((await page.locator('textarea').inputValue()) === XSS, 'description round-trips');
+  await page.getByText(`<b>d</b> "q" 'é'`, { exact: true }).waitFor();
+  assert((await page.evaluate(() => window.__xss)) === undefined, 'script ran');
+  assert((await page.locator('img[src=x]').count()) === 0 && (await page.locator('main b').count()) === 0, 'markup injected');
+  await shot('23-kernel-xss');
+});
+
+await scenario('images: kind column and filter (in the URL); status.phase shown only when present', async () => {
+  await page.goto(`${base}/console/#/images?name=acme-web-02`);
+  const row = page.locator('table.resources tbody tr').first();
+  await row.locator('td[data-label="Kind"]', { hasText: 'disk' }).waitFor();
+  assert((await page.locator('.phase').count()) === 0, 'a phase without the field');
+  await page.getByLabel('Kind').selectOption('disk');
+  await page.waitForFunction(() => location.hash.includes('kind=disk'));
+  // Either the server filters by kind, or the console says it cannot (v2 without `kind`).
+  await page.locator('table.resources tbody a.name, .notice:has-text("cannot filter images by kind")').first().waitFor();
+  kindFilter = (await page.locator('.notice:has-text("cannot filter images by kind")').count()) ? 'refused by this server' : 'filtered by the server';
+  // The phase is rendered when the server sends one (OCI pulls): a response with it, as sent.
+  await page.route('**/api/v2/regions/local/images?*', async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const i of body.items) i.status = { ...i.status, state: 'importing', bytesDone: 1 << 20, bytesTotal: 4 << 20, phase: 'fetching-layers' };
+    await route.fulfill({ response: res, json: body });
+  });
+  await page.goto(`${base}/console/#/images?name=acme-web-02`);
+  await page.locator('table.resources tbody .importing .phase', { hasText: 'fetching-layers' }).waitFor();
+  await page.unrouteAll();
+  await page.goto(`${base}/console/#/images`);
+  await page.locator('table.resources tbody tr').first().waitFor();
+});
+
 await scenario('390 px: no horizontal scrolling on list and detail', async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${base}/console/#/images`);
@@ -445,6 +628,16 @@ await scenario('390 px: no horizontal scrolling on list and detail', async () =>
   w = await page.evaluate(() => document.documentElement.scrollWidth);
   assert(w <= 390, `detail is ${w}px wide`);
   await shot('11-detail-390', false);
+  await page.goto(`${base}/console/#/kernels`);
+  await page.locator('li.catalog-entry').first().waitFor();
+  w = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert(w <= 390, `kernels list is ${w}px wide`);
+  await shot('24-kernels-390');
+  await page.goto(`${base}/console/#/kernel/local/acme/${acmeKernel.id}`);
+  await page.getByRole('heading', { name: 'Files' }).waitFor();
+  w = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert(w <= 390, `kernel detail is ${w}px wide`);
+  await shot('25-kernel-detail-390');
   await page.setViewportSize({ width: 1280, height: 900 });
 });
 
@@ -504,7 +697,7 @@ await scenario('no console errors, no CSP violations', async () => {
   // scenario provokes on purpose.
   const probes = consoleErrors.filter((e) => /requires 'TrustedHTML' assignment/.test(e));
   assert(probes.length === 1, `Trusted Types refusals: ${probes.length}`);
-  const relevant = consoleErrors.filter((e) => !probes.includes(e) && !/Failed to load resource: the server responded with a status of (401|403|404|409|412|422)/.test(e));
+  const relevant = consoleErrors.filter((e) => !probes.includes(e) && !/Failed to load resource: the server responded with a status of (400|401|403|404|409|412|422)/.test(e));
   assert(relevant.length === 0, relevant.join('\n'));
 });
 
@@ -513,5 +706,6 @@ fs.rmSync(profile, { recursive: true, force: true });
 server.kill('SIGTERM');
 slow.close();
 fs.rmSync(dir, { recursive: true, force: true });
+if (kindFilter) console.log(`images kind filter: ${kindFilter}`);
 console.log(`\n${results.length - failed} passed, ${failed} failed; screenshots in ${ART}`);
 process.exit(failed ? 1 : 0);

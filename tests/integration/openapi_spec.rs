@@ -66,7 +66,7 @@ fn every_response_is_described_and_errors_are_declared() {
             }
         }
     }
-    assert_eq!(operations, 31);
+    assert_eq!(operations, 33);
 }
 
 both!(spec_and_docs_are_served, |app: TestApp| async move {

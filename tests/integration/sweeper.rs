@@ -177,3 +177,63 @@ async fn regions_mix_providers() {
     assert_eq!(ready["checks"]["region:local"], "ok");
     assert_eq!(ready["checks"]["region:disk"], "ok");
 }
+
+both!(
+    sweeper_removes_kernel_orphans_and_stale_staging,
+    config = manual_sweeps,
+    with_s3,
+    |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let k = crate::kernels::ready_kernel(&app, "acme", &t, "keep", "x86_64").await;
+        let kid = strata_domain::kernel::KernelId::parse(k["id"].as_str().unwrap()).unwrap();
+        let regions = strata_api::state::build_regions(&app.cfg).unwrap();
+        let store = &regions.values().next().unwrap().store;
+        let kept = store.list_kernel_keys().await.unwrap();
+        assert_eq!(kept.len(), 1);
+        // a stray file beside the ready kernel's vmlinux, and one of a kernel that never existed
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), b"orphaned kernel bytes").unwrap();
+        for kernel in [kid, strata_domain::kernel::KernelId::new()] {
+            store.put_kernel_file(kernel, BlobId::new(), tmp.path()).await.unwrap();
+        }
+        assert_eq!(store.list_kernel_keys().await.unwrap().len(), 3);
+        // what a killed kernel upload or pull leaves in the staging directory, and a stranger
+        let staging = app.cfg.data_dir.join("staging");
+        std::fs::create_dir_all(staging.join("bundle-dead/modules")).unwrap();
+        std::fs::write(staging.join("bundle-dead/vmlinux"), b"x").unwrap();
+        std::fs::write(staging.join("stage-dead"), b"x").unwrap();
+        std::fs::write(staging.join("operator-notes.txt"), b"x").unwrap();
+
+        let db = strata_api::db::connect(&app.cfg.database_url(), Some(2)).await.unwrap();
+        let report = Sweeper::new(
+            db,
+            regions.clone(),
+            app.cfg.sweeper.clone(),
+            std::sync::Arc::new(strata_api::metrics::Metrics::default()),
+        )
+        .with_local_staging(staging.clone())
+        .sweep_once()
+        .await
+        .unwrap();
+        assert_eq!(report.objects_removed.len(), 2, "{report:?}");
+        assert!(
+            report.objects_removed.iter().all(|k| k.starts_with("kernels/")),
+            "{report:?}"
+        );
+        assert_eq!(
+            store.list_kernel_keys().await.unwrap(),
+            kept,
+            "only the ready kernel's file remains"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(&staging)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["operator-notes.txt"]);
+        // the kernel still downloads
+        let url = format!("{}/kernels/{}/vmlinux", app.v1("acme", "local"), kid);
+        let res = app.req(Method::GET, &url, &t).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+);

@@ -108,6 +108,40 @@ export function errorBox(err) {
       h('ul', {}, err.consumers.map((c) => h('li', {}, [c.kind, c.id, c.organizationId && `(${c.organizationId})`].filter(Boolean).join(' / ')))),
     );
   }
+  if (err.code === 'kernel-in-use') box.appendChild(kernelInUse(err));
   if (err.requestId) box.appendChild(h('div.hint', {}, `request id ${err.requestId}`));
   return box;
+}
+
+/**
+ * `409 kernel-in-use`: the message gives the number of images booting with the kernel, the ids of
+ * those the caller may see, and the consumers. Shown as a count and a list (linked when the caller
+ * passes `err.imageHref(id)`).
+ */
+export function parseKernelInUse(message) {
+  const m = /(\d+) image\(s\) reference it(?: \(those visible to you: ([^)]*)\))?/.exec(message || '');
+  const c = /consumers are registered: ([^;]*)/.exec(message || '');
+  return {
+    images: m ? Number(m[1]) : 0,
+    visible: m && m[2] ? m[2].split(',').map((x) => x.trim()).filter(Boolean) : [],
+    consumers: c ? c[1].split(',').map((x) => x.trim()).filter(Boolean) : [],
+  };
+}
+
+function kernelInUse(err) {
+  const u = parseKernelInUse(err.message);
+  const out = h('div.in-use');
+  if (u.images) {
+    const hidden = u.images - u.visible.length;
+    out.appendChild(h('div', {}, `${u.images} image${u.images === 1 ? '' : 's'} boot${u.images === 1 ? 's' : ''} with this kernel${hidden > 0 ? ` (${hidden} not visible to you)` : ''}:`));
+    if (u.visible.length) {
+      out.appendChild(h('ul.in-use-images', { 'aria-label': 'Images using this kernel' }, u.visible.map((id) =>
+        h('li', {}, err.imageHref ? h('a', { href: err.imageHref(id) }, h('code', {}, id)) : h('code', {}, id)))));
+    }
+  }
+  if (u.consumers.length) {
+    out.appendChild(h('div', {}, 'Consumers:'));
+    out.appendChild(h('ul', {}, u.consumers.map((c) => h('li', {}, c))));
+  }
+  return out;
 }

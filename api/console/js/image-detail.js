@@ -261,6 +261,7 @@ export async function renderImageDetail(env, { region, org, id }) {
           ['Kind', img.kind],
           ['Disk format', img.diskFormat],
           ['Architecture', img.architecture],
+          ['Kernel', kernelLink()],
           ['OS', img.os ? [img.os.family, img.os.distro, img.os.version].filter(Boolean).join(' ') : null],
           ['Size', img.sizeBytes === null ? null : `${fmtBytes(img.sizeBytes)} (${img.sizeBytes.toLocaleString('en')} bytes)`],
           ['SHA-256', mono(img.sha256)],
@@ -294,10 +295,23 @@ export async function renderImageDetail(env, { region, org, id }) {
     if (s.state === 'importing') poll(statusCard);
   }
 
+  // The kernel the image boots with, linked to its detail; its name is read through v1 under the
+  // image's organization (global kernels under the organization the caller acts for).
+  function kernelLink() {
+    if (!img.kernelId) return h('span.muted', {}, 'none');
+    const korg = img.organizationId || org;
+    const a = h('a.kernel-link', { href: `#/kernel/${enc(img.regionId)}/${enc(korg)}/${enc(img.kernelId)}` }, h('code.wrap', {}, img.kernelId));
+    api(`${v1(korg, img.regionId)}/kernels/${enc(img.kernelId)}`).then(
+      (r) => replace(a, r.data.name, h('span.muted', {}, ` ${r.data.version} · ${r.data.architecture}${r.data.organizationId ? '' : ' · global'}`)),
+      () => {},
+    );
+    return a;
+  }
+
   function statusList(reason) {
     const s = img.status;
     return dl([
-      ['State', statusCell(img)],
+      ['State', s.state === 'failed' ? h(`span.state.state-${s.state}`, {}, s.state) : statusCell(img)],
       ['Reason', reason],
       ['Bytes', s.bytesTotal ? `${fmtBytes(s.bytesDone)} of ${fmtBytes(s.bytesTotal)}` : fmtBytes(s.bytesDone)],
     ]);

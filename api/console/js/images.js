@@ -8,6 +8,7 @@ import { openImportDialog } from './import.js';
 
 const STATES = ['pending', 'importing', 'ready', 'failed'];
 const ARCHES = ['x86_64', 'aarch64'];
+const KINDS = ['disk', 'rootfs'];
 const PAGE_SIZE = 50;
 // Keyset paging only goes forward; the tokens of earlier pages are remembered per query.
 const pageTokens = new Map();
@@ -15,16 +16,22 @@ const pageTokens = new Map();
 export function statusCell(img) {
   const s = img.status;
   const badge = h(`span.state.state-${s.state}`, {}, s.state);
+  // `phase` (e.g. an OCI pull's current step) is rendered only when the server sends it.
+  const phase = typeof s.phase === 'string' && s.phase ? h('span.phase', {}, s.phase) : null;
   if (s.state !== 'importing') {
-    if (s.state === 'failed' && s.reason) return h('span', {}, badge, h('span.reason', {}, ` ${s.reason}`));
-    return badge;
+    if (s.state === 'failed' && (s.reason || s.reasonCode)) {
+      // The reason often repeats the code as its prefix ("checksum-mismatch: expected ..."): once is enough.
+      const reason = s.reasonCode && s.reason && s.reason.startsWith(`${s.reasonCode}:`) ? s.reason.slice(s.reasonCode.length + 1).trim() : s.reason;
+      return h('span', {}, badge, s.reasonCode ? h('code.reason-code', {}, ` ${s.reasonCode}`) : null, reason ? h('span.reason', { title: reason }, ` ${reason}`) : null);
+    }
+    return phase ? h('span', {}, badge, ' ', phase) : badge;
   }
   const done = s.bytesDone || 0;
   const total = s.bytesTotal;
   return h(
     'div.importing',
     {},
-    badge,
+    h('div.state-line', {}, badge, phase),
     progress(done, total, `Import progress of ${img.name}`),
     h('span.bytes', {}, total ? `${fmtBytes(done)} / ${fmtBytes(total)} (${Math.min(100, Math.floor((done / total) * 100))}%)` : `${fmtBytes(done)} received`),
   );
@@ -53,6 +60,7 @@ function queryFrom(params) {
   for (const s of params.getAll('status')) q.append('status', s);
   for (const t of params.getAll('tag')) q.append('tag', t);
   if (params.get('arch')) q.set('architecture', params.get('arch'));
+  if (params.get('kind')) q.set('kind', params.get('kind'));
   if (params.get('name')) q.set('name', params.get('name'));
   if (params.get('scope')) q.set('scope', params.get('scope'));
   q.set('sort', params.get('sort') || '-createdAt');
@@ -113,6 +121,12 @@ export async function renderImages(env) {
     h('option', { value: '' }, 'any'),
     ARCHES.map((a) => h('option', { value: a, selected: params.get('arch') === a }, a)),
   );
+  const kindSel = h(
+    'select',
+    { onchange: (e) => go((p) => (e.target.value ? p.set('kind', e.target.value) : p.delete('kind'))) },
+    h('option', { value: '' }, 'any'),
+    KINDS.map((k) => h('option', { value: k, selected: params.get('kind') === k }, k)),
+  );
   const nameIn = h('input', {
     type: 'search',
     value: params.get('name') || '',
@@ -142,7 +156,7 @@ export async function renderImages(env) {
   );
   const orgGroupId = uid('orgs');
   const stateGroupId = uid('states');
-  const active = ['org', 'status', 'tag', 'arch', 'name', 'scope'].reduce((n, k) => n + params.getAll(k).length, 0);
+  const active = ['org', 'status', 'tag', 'arch', 'kind', 'name', 'scope'].reduce((n, k) => n + params.getAll(k).length, 0);
   const filters = h(
     'details.filters',
     { open: active > 0 || window.matchMedia('(min-width: 641px)').matches },
@@ -158,6 +172,7 @@ export async function renderImages(env) {
     }), 'Hide global images'),
     h('fieldset.group', { 'aria-labelledby': stateGroupId }, h('legend', { id: stateGroupId }, 'Status'), stateBoxes),
     field('Architecture', archSel),
+    field('Kind', kindSel),
     field('Name', nameIn),
     h('form.tag-form', { onsubmit: addTag }, field('Tag', tagIn), h('button', { type: 'submit' }, 'Add tag filter')),
     chips,
@@ -224,6 +239,12 @@ export async function renderImages(env) {
     } catch (e) {
       if (e.name === 'AbortError') return;
       table.setBusy(false);
+      // A server whose v2 query has no `kind` filter yet says so with 400 invalid-input on `kind`.
+      if (params.get('kind') && e.status === 400 && /\bkind\b/.test(e.message)) {
+        table.setItems([]);
+        replace(status, h('div.notice', { role: 'alert' }, 'This server cannot filter images by kind yet. ', h('button.link', { type: 'button', onclick: () => go((p) => p.delete('kind')) }, 'Show every kind')), errorBox(e));
+        return;
+      }
       replace(status, errorBox(e));
       return;
     }

@@ -7,6 +7,8 @@ import { renderSignIn } from './signin.js';
 import { renderImages } from './images.js';
 import { renderImageDetail } from './image-detail.js';
 import { renderUsage } from './usage.js';
+import { renderKernels } from './kernels.js';
+import { renderKernelDetail } from './kernel-detail.js';
 
 const root = document.getElementById('app');
 const ctx = { regions: null, cleanup: null, gen: 0 };
@@ -51,7 +53,7 @@ function header(active) {
     {},
     h('a.skip', { href: '#main', onclick: (e) => { e.preventDefault(); document.getElementById('main')?.focus(); } }, 'Skip to content'),
     h('span.brand', {}, 'Strata'),
-    h('nav.main-nav', { 'aria-label': 'Views' }, link(ctx.lastImages || '#/images', 'Images', 'images'), link('#/usage', 'Usage', 'usage')),
+    h('nav.main-nav', { 'aria-label': 'Views' }, link(ctx.lastImages || '#/images', 'Images', 'images'), link(ctx.lastKernels || '#/kernels', 'Kernels', 'kernels'), link('#/usage', 'Usage', 'usage')),
     h(
       'div.who',
       { role: 'group', 'aria-label': 'Signed in as' },
@@ -96,8 +98,9 @@ export async function route() {
   const view = parts[0] || 'images';
   // The Images link and the detail's breadcrumb go back to the list as it was left.
   if (view === 'images') ctx.lastImages = location.hash;
+  if (view === 'kernels') ctx.lastKernels = location.hash;
   const main = h('main', { id: 'main', tabindex: '-1' });
-  replace(root, header(view === 'image' ? 'images' : view), main);
+  replace(root, header({ image: 'images', kernel: 'kernels' }[view] || view), main);
   let list;
   try {
     list = await regions();
@@ -107,11 +110,13 @@ export async function route() {
     replace(main, h('div.error', { role: 'alert' }, e.message));
     return undefined;
   }
-  const env = { main, regions: list, params, navigate, listHref: ctx.lastImages, setCleanup: (fn) => {
+  const env = { main, regions: list, params, navigate, listHref: ctx.lastImages, kernelsHref: ctx.lastKernels, setCleanup: (fn) => {
     if (gen === ctx.gen) ctx.cleanup = fn;
     else fn();
   } };
   if (view === 'image' && parts.length === 4) return renderImageDetail(env, { region: parts[1], org: parts[2], id: parts[3] });
+  if (view === 'kernel' && parts.length === 4) return renderKernelDetail(env, { region: parts[1], org: parts[2], id: parts[3] });
+  if (view === 'kernels') return renderKernels(env);
   if (view === 'usage') return renderUsage(env);
   return renderImages(env);
 }
@@ -120,6 +125,7 @@ session.onSignOut((message) => {
   ctx.signOutMessage = message;
   ctx.regions = null;
   ctx.lastImages = null;
+  ctx.lastKernels = null;
   route();
 });
 window.addEventListener('hashchange', route);

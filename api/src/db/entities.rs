@@ -111,6 +111,8 @@ pub mod import_jobs {
         pub target_kind: String,
         pub target_id: String,
         pub image_id: Option<String>,
+        /// Repeats `target_id` for kernel targets (cascading foreign key).
+        pub kernel_id: Option<String>,
         pub region_id: String,
         pub attempt: i32,
         pub max_attempts: i32,
@@ -215,6 +217,9 @@ pub mod kernels {
         pub imported_at: i64,
         pub state: String,
         pub reason: Option<String>,
+        pub reason_code: Option<String>,
+        pub bytes_done: i64,
+        pub bytes_total: Option<i64>,
         pub expected_sha256: Option<String>,
         pub size_bytes: i64,
         pub created_at: i64,
@@ -284,6 +289,49 @@ pub mod kernel_consumers {
         pub kind: String,
         pub description: Option<String>,
         pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod docker_images {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "docker_images")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub image_id: String,
+        pub organization_id: String,
+        pub region_id: String,
+        pub docker_id: String,
+        pub config: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod docker_tags {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "docker_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub region_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub reference: String,
+        pub image_id: String,
         pub updated_at: i64,
     }
 

@@ -7,6 +7,7 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use strata_domain::ids::{BlobId, ImageId, KernelId, OrganizationId, RegionId};
 use strata_domain::image::{Image, ImageState, ImportPhase, ReasonCode};
+use strata_domain::kernel::{Artifacts, Kernel, KernelArtifact, KernelFormat};
 use strata_providers::BlobKey;
 
 use super::entities::{images, import_jobs};
@@ -37,11 +38,25 @@ impl JobTarget {
         }
     }
 
-    /// Where an attempt of this job writes `blob`.
+    /// Where an attempt of this job whose blob id is `blob` writes its main object (an image's
+    /// bytes; a kernel's vmlinux).
     pub fn key(&self, blob: BlobId) -> BlobKey {
         match *self {
             JobTarget::Image(image) => BlobKey::image(image, blob),
             JobTarget::Kernel(kernel) => BlobKey::kernel(kernel, blob),
+        }
+    }
+
+    /// Every key an attempt whose blob id is `blob` may write: what a failed or dead attempt
+    /// leaves to remove. A kernel attempt writes one object per artifact, under ids derived from
+    /// `blob` ([`KernelArtifact::attempt_blob`]).
+    pub fn keys(&self, blob: BlobId) -> Vec<BlobKey> {
+        match *self {
+            JobTarget::Image(image) => vec![BlobKey::image(image, blob)],
+            JobTarget::Kernel(kernel) => KernelArtifact::ALL
+                .iter()
+                .map(|a| BlobKey::kernel(kernel, a.attempt_blob(blob)))
+                .collect(),
         }
     }
 
@@ -110,9 +125,31 @@ pub async fn create_with_image(db: &Db, img: &Image, limits: Option<Limits>, job
     let txn = db.begin().await?;
     super::images::reserve_in(&txn, img, true, limits).await?;
     super::images::insert_in(&txn, img).await?;
+    let job = insert_job(&txn, JobTarget::Image(img.id), &img.region_id, job).await?;
+    txn.commit().await?;
+    Ok(job)
+}
+
+/// Creates the kernel (state `importing`) and its job in one transaction; the job starts leased
+/// by its creator. An organization's pull counts against its concurrent imports.
+pub async fn create_with_kernel(db: &Db, k: &Kernel, limits: Option<Limits>, job: NewJob<'_>) -> DbResult<Job> {
+    let txn = db.begin().await?;
+    if let (Some(org), Some(l)) = (&k.organization_id, limits) {
+        usage::reserve_import(&txn, org.as_str(), k.region_id.as_str(), l).await?;
+    }
+    super::kernels::insert_in(&txn, k).await?;
+    let job = insert_job(&txn, JobTarget::Kernel(k.id), &k.region_id, job).await?;
+    txn.commit().await?;
+    Ok(job)
+}
+
+async fn insert_job(txn: &crate::db::Txn, target: JobTarget, region: &RegionId, job: NewJob<'_>) -> DbResult<Job> {
     let at = micros(now());
-    let target = JobTarget::Image(img.id);
     let id = uuid::Uuid::now_v7();
+    let (image_id, kernel_id) = match target {
+        JobTarget::Image(i) => (Some(i.to_string()), None),
+        JobTarget::Kernel(k) => (None, Some(k.to_string())),
+    };
     import_jobs::Entity::insert(import_jobs::ActiveModel {
         id: Set(id.to_string()),
         kind: Set(job.kind.to_owned()),
@@ -120,8 +157,9 @@ pub async fn create_with_image(db: &Db, img: &Image, limits: Option<Limits>, job
         secrets_in_memory: Set(job.secrets_in_memory),
         target_kind: Set(target.kind().to_owned()),
         target_id: Set(target.id().to_string()),
-        image_id: Set(Some(img.id.to_string())),
-        region_id: Set(img.region_id.to_string()),
+        image_id: Set(image_id),
+        kernel_id: Set(kernel_id),
+        region_id: Set(region.to_string()),
         attempt: Set(1),
         max_attempts: Set(job.max_attempts),
         lease_owner: Set(Some(job.owner.to_owned())),
@@ -131,16 +169,15 @@ pub async fn create_with_image(db: &Db, img: &Image, limits: Option<Limits>, job
         created_at: Set(at),
         updated_at: Set(at),
     })
-    .exec(&txn)
+    .exec(txn)
     .await?;
-    txn.commit().await?;
     Ok(Job {
         id,
         kind: job.kind.to_owned(),
         spec: job.spec,
         secrets_in_memory: job.secrets_in_memory,
         target,
-        region: img.region_id.clone(),
+        region: region.clone(),
         attempt: 1,
         max_attempts: job.max_attempts,
         blob: None,
@@ -218,12 +255,13 @@ pub async fn target_owner(db: &Db, target: JobTarget) -> DbResult<Option<Option<
                 .transpose()
                 .map_err(|e| DbError::corrupt(anyhow::anyhow!("bad organization id in images: {e}")))
         }
-        JobTarget::Kernel(_) => Err(unsupported(target)),
+        JobTarget::Kernel(kernel) => {
+            let row = super::kernels::owner_of(db, kernel).await?;
+            row.map(|(org, _)| org.as_deref().map(OrganizationId::parse).transpose())
+                .transpose()
+                .map_err(|e| DbError::corrupt(anyhow::anyhow!("bad organization id in kernels: {e}")))
+        }
     }
-}
-
-fn unsupported(target: JobTarget) -> DbError {
-    DbError::corrupt(anyhow::anyhow!("import jobs for {target} are not supported yet"))
 }
 
 /// Extends the lease and publishes progress. False: the lease is gone (taken over, or the target
@@ -258,7 +296,7 @@ pub async fn heartbeat(
                 .exec(db)
                 .await?;
         }
-        JobTarget::Kernel(_) => return Err(unsupported(job.target)),
+        JobTarget::Kernel(kernel) => super::kernels::set_progress(db, kernel, bytes_done, bytes_total).await?,
     }
     Ok(true)
 }
@@ -292,10 +330,25 @@ pub async fn release(
 }
 
 /// What an attempt stored.
-pub struct Stored {
-    pub blob: BlobId,
-    pub size: u64,
-    pub sha256: String,
+pub enum Stored {
+    /// One object: an image's bytes.
+    Blob { blob: BlobId, size: u64, sha256: String },
+    /// A kernel's files, each under its own key.
+    Kernel {
+        format: KernelFormat,
+        artifacts: Artifacts,
+        /// `sha256:<hex>` of the bundle as received.
+        digest: String,
+    },
+}
+
+impl Stored {
+    pub fn size(&self) -> u64 {
+        match self {
+            Stored::Blob { size, .. } => *size,
+            Stored::Kernel { artifacts, .. } => artifacts.total_size(),
+        }
+    }
 }
 
 /// Success: the job goes and the target becomes ready with what was stored, atomically. False:
@@ -307,27 +360,33 @@ pub async fn finish_ready(
     stored: &Stored,
     limits: impl Fn(&str) -> Limits,
 ) -> DbResult<bool> {
-    let JobTarget::Image(image) = job.target else {
-        return Err(unsupported(job.target));
-    };
     let txn = db.begin().await?;
     let Some(ended) = end_job(&txn, job, owner).await? else {
         return Ok(false);
     };
-    let ready = super::images::mark_ready_in(
-        &txn,
-        image,
-        ImageState::Importing,
-        stored.blob,
-        stored.size,
-        &stored.sha256,
-    )
-    .await?;
+    let ready = match (job.target, stored) {
+        (JobTarget::Image(image), Stored::Blob { blob, size, sha256 }) => {
+            super::images::mark_ready_in(&txn, image, ImageState::Importing, *blob, *size, sha256).await?
+        }
+        (
+            JobTarget::Kernel(kernel),
+            Stored::Kernel {
+                format,
+                artifacts,
+                digest,
+            },
+        ) => super::kernels::mark_ready_in(&txn, kernel, ImageState::Importing, *format, artifacts, digest).await?,
+        (target, _) => {
+            return Err(DbError::corrupt(anyhow::anyhow!(
+                "an import of {target} produced the wrong kind of artifact"
+            )));
+        }
+    };
     if !ready {
         return Ok(false);
     }
     if let Some((org, region)) = &ended.quota_owner {
-        usage::charge_bytes(&txn, org, region, stored.size, limits(org)).await?;
+        usage::charge_bytes(&txn, org, region, stored.size(), limits(org)).await?;
     }
     txn.commit().await?;
     Ok(true)
@@ -341,9 +400,6 @@ struct Ended {
 /// Inside `txn`: removes the job if this process still holds its lease and gives back its
 /// concurrent-import slot. `None`: the lease (or the target, and the job with it) is gone.
 async fn end_job(txn: &crate::db::Txn, job: &Job, owner: &str) -> DbResult<Option<Ended>> {
-    let JobTarget::Image(image) = job.target else {
-        return Err(unsupported(job.target));
-    };
     let res = import_jobs::Entity::delete_many()
         .filter(owned(job.id, owner))
         .exec(txn)
@@ -351,8 +407,15 @@ async fn end_job(txn: &crate::db::Txn, job: &Job, owner: &str) -> DbResult<Optio
     if res.rows_affected == 0 {
         return Ok(None);
     }
-    let row = images::Entity::find_by_id(image.to_string()).one(txn).await?;
-    let quota_owner = row.and_then(|r| r.organization_id.map(|o| (o, r.region_id)));
+    let quota_owner = match job.target {
+        JobTarget::Image(image) => {
+            let row = images::Entity::find_by_id(image.to_string()).one(txn).await?;
+            row.and_then(|r| r.organization_id.map(|o| (o, r.region_id)))
+        }
+        JobTarget::Kernel(kernel) => super::kernels::owner_of(txn, kernel)
+            .await?
+            .and_then(|(org, region)| org.map(|o| (o, region))),
+    };
     if let Some((org, region)) = &quota_owner {
         usage::release(txn, org, region, 0, 0, 1).await?;
     }
@@ -362,22 +425,24 @@ async fn end_job(txn: &crate::db::Txn, job: &Job, owner: &str) -> DbResult<Optio
 /// Final failure: the job goes, the target becomes `failed` with a stable code and a reason a
 /// person can act on.
 pub async fn finish_failed(db: &Db, job: &Job, owner: &str, code: ReasonCode, reason: &str) -> DbResult<bool> {
-    let JobTarget::Image(image) = job.target else {
-        return Err(unsupported(job.target));
-    };
     let txn = db.begin().await?;
     if end_job(&txn, job, owner).await?.is_none() {
         return Ok(false);
     }
-    images::Entity::update_many()
-        .col_expr(images::Column::State, Expr::value(ImageState::Failed.to_string()))
-        .col_expr(images::Column::Reason, Expr::value(reason.to_owned()))
-        .col_expr(images::Column::ReasonCode, Expr::value(code.to_string()))
-        .col_expr(images::Column::UpdatedAt, Expr::value(micros(now())))
-        .col_expr(images::Column::Revision, Expr::col(images::Column::Revision).add(1))
-        .filter(images::Column::Id.eq(image.to_string()))
-        .exec(&txn)
-        .await?;
+    match job.target {
+        JobTarget::Image(image) => {
+            images::Entity::update_many()
+                .col_expr(images::Column::State, Expr::value(ImageState::Failed.to_string()))
+                .col_expr(images::Column::Reason, Expr::value(reason.to_owned()))
+                .col_expr(images::Column::ReasonCode, Expr::value(code.to_string()))
+                .col_expr(images::Column::UpdatedAt, Expr::value(micros(now())))
+                .col_expr(images::Column::Revision, Expr::col(images::Column::Revision).add(1))
+                .filter(images::Column::Id.eq(image.to_string()))
+                .exec(&txn)
+                .await?;
+        }
+        JobTarget::Kernel(kernel) => super::kernels::mark_failed_in(&txn, kernel, code, reason).await?,
+    }
     txn.commit().await?;
     Ok(true)
 }
@@ -411,4 +476,24 @@ pub async fn image_attempt_blobs(db: &Db, image_ids: Vec<String>) -> DbResult<Ve
         .into_iter()
         .filter_map(|j| j.blob_id.map(|b| (j.target_id, b)))
         .collect())
+}
+
+/// Every key the attempts running for these kernel ids may write: blobs the sweeper must keep.
+pub async fn kernel_attempt_keys(db: &Db, kernel_ids: Vec<String>) -> DbResult<Vec<BlobKey>> {
+    let jobs = import_jobs::Entity::find()
+        .filter(import_jobs::Column::TargetKind.eq("kernel"))
+        .filter(import_jobs::Column::TargetId.is_in(kernel_ids))
+        .all(db)
+        .await?;
+    let mut keys = Vec::new();
+    for j in jobs {
+        let (Ok(kernel), Some(Ok(blob))) = (
+            uuid::Uuid::parse_str(&j.target_id),
+            j.blob_id.as_deref().map(uuid::Uuid::parse_str),
+        ) else {
+            continue;
+        };
+        keys.extend(JobTarget::Kernel(KernelId::from_uuid(kernel)).keys(BlobId::from_uuid(blob)));
+    }
+    Ok(keys)
 }

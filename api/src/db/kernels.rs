@@ -40,6 +40,9 @@ fn to_active(k: &Kernel) -> kernels::ActiveModel {
         imported_at: Set(micros(k.provenance.imported_at)),
         state: Set(k.status.state.to_string()),
         reason: Set(k.status.reason.clone()),
+        reason_code: Set(k.status.reason_code.map(|c| c.to_string())),
+        bytes_done: Set(k.status.bytes_done as i64),
+        bytes_total: Set(k.status.bytes_total.map(|b| b as i64)),
         expected_sha256: Set(k.expected_sha256.clone()),
         size_bytes: Set(k.artifacts.total_size() as i64),
         created_at: Set(micros(k.created_at)),
@@ -69,6 +72,13 @@ fn from_row(
         );
     }
     let size = artifacts.total_size();
+    let state: ImageState = m.state.parse()?;
+    // While a pull runs its progress is in the row; afterwards it is what was stored.
+    let (bytes_done, bytes_total) = if state == ImageState::Importing {
+        (nonneg(m.bytes_done), m.bytes_total.map(nonneg))
+    } else {
+        (size, (size > 0).then_some(size))
+    };
     Ok(Kernel {
         id: KernelId::from_uuid(uuid(&m.id)?),
         name: ImageName::parse(&m.name)?,
@@ -90,11 +100,11 @@ fn from_row(
             imported_at: from_micros(m.imported_at)?,
         },
         status: Status {
-            state: m.state.parse()?,
+            state,
             reason: m.reason,
-            reason_code: None,
-            bytes_done: size,
-            bytes_total: (size > 0).then_some(size),
+            reason_code: m.reason_code.as_deref().map(str::parse).transpose()?,
+            bytes_done,
+            bytes_total,
             phase: None,
         },
         expected_sha256: m.expected_sha256,
@@ -135,7 +145,7 @@ async fn write_tags<C: ConnectionTrait>(c: &C, k: &Kernel) -> Result<(), sea_orm
     Ok(())
 }
 
-async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<kernels::Model>) -> DbResult<Vec<Kernel>> {
+pub(super) async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<kernels::Model>) -> DbResult<Vec<Kernel>> {
     if rows.is_empty() {
         return Ok(vec![]);
     }
@@ -169,7 +179,14 @@ async fn hydrate<C: ConnectionTrait>(c: &C, rows: Vec<kernels::Model>) -> DbResu
 /// Inserts a new kernel; the unique indexes decide name conflicts.
 pub async fn insert(db: &Db, k: &Kernel) -> DbResult<()> {
     let txn = db.begin().await?;
-    match kernels::Entity::insert(to_active(k)).exec(&txn).await {
+    insert_in(&txn, k).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// [`insert`] inside the caller's transaction.
+pub async fn insert_in<C: ConnectionTrait>(c: &C, k: &Kernel) -> DbResult<()> {
+    match kernels::Entity::insert(to_active(k)).exec(c).await {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
             return Err(DomainError::NameTaken {
@@ -179,8 +196,7 @@ pub async fn insert(db: &Db, k: &Kernel) -> DbResult<()> {
         }
         Err(e) => return Err(e.into()),
     }
-    write_tags(&txn, k).await?;
-    txn.commit().await?;
+    write_tags(c, k).await?;
     Ok(())
 }
 
@@ -240,20 +256,43 @@ pub async fn mark_ready(
     digest: &str,
     limits: Option<Limits>,
 ) -> DbResult<bool> {
-    let id = k.id.to_string();
-    let total = files.total_size();
     let txn = db.begin().await?;
+    if !mark_ready_in(&txn, k.id, ImageState::Pending, format, files, digest).await? {
+        return Ok(false);
+    }
+    if let (Some(org), Some(l)) = (&k.organization_id, limits) {
+        usage::charge_bytes(&txn, org.as_str(), k.region_id.as_str(), files.total_size(), l).await?;
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Inside the caller's transaction: the kernel becomes `ready` with its files if it is still in
+/// state `from`. The caller charges the bytes. False: it is no longer in that state (or gone).
+pub async fn mark_ready_in<C: ConnectionTrait>(
+    c: &C,
+    kernel: KernelId,
+    from: ImageState,
+    format: KernelFormat,
+    files: &Artifacts,
+    digest: &str,
+) -> DbResult<bool> {
+    let id = kernel.to_string();
+    let total = files.total_size();
     let res = kernels::Entity::update_many()
         .col_expr(kernels::Column::State, Expr::value(ImageState::Ready.to_string()))
         .col_expr(kernels::Column::Reason, Expr::value(Option::<String>::None))
+        .col_expr(kernels::Column::ReasonCode, Expr::value(Option::<String>::None))
         .col_expr(kernels::Column::Format, Expr::value(format.to_string()))
         .col_expr(kernels::Column::Digest, Expr::value(digest.to_owned()))
         .col_expr(kernels::Column::SizeBytes, Expr::value(total as i64))
+        .col_expr(kernels::Column::BytesDone, Expr::value(total as i64))
+        .col_expr(kernels::Column::BytesTotal, Expr::value(Some(total as i64)))
         .col_expr(kernels::Column::UpdatedAt, Expr::value(micros(now())))
         .col_expr(kernels::Column::Revision, Expr::col(kernels::Column::Revision).add(1))
         .filter(kernels::Column::Id.eq(&id))
-        .filter(kernels::Column::State.eq(ImageState::Pending.to_string()))
-        .exec(&txn)
+        .filter(kernels::Column::State.eq(from.to_string()))
+        .exec(c)
         .await?;
     if res.rows_affected == 0 {
         return Ok(false);
@@ -269,12 +308,12 @@ pub async fn mark_ready(
         })
         .collect();
     if !rows.is_empty() {
-        kernel_artifacts::Entity::insert_many(rows).exec(&txn).await?;
+        kernel_artifacts::Entity::insert_many(rows).exec(c).await?;
     }
     kernel_tags::Entity::delete_many()
         .filter(kernel_tags::Column::KernelId.eq(&id))
         .filter(kernel_tags::Column::Key.eq(reserved::DIGEST))
-        .exec(&txn)
+        .exec(c)
         .await?;
     kernel_tags::Entity::insert(kernel_tags::ActiveModel {
         kernel_id: Set(id.clone()),
@@ -282,13 +321,57 @@ pub async fn mark_ready(
         value: Set(digest.to_owned()),
         reserved: Set(true),
     })
-    .exec(&txn)
+    .exec(c)
     .await?;
-    if let (Some(org), Some(l)) = (&k.organization_id, limits) {
-        usage::charge_bytes(&txn, org.as_str(), k.region_id.as_str(), total, l).await?;
-    }
-    txn.commit().await?;
     Ok(true)
+}
+
+/// Inside the caller's transaction: an importing kernel becomes `failed` with a stable code and
+/// a reason a person can act on.
+pub async fn mark_failed_in<C: ConnectionTrait>(
+    c: &C,
+    kernel: KernelId,
+    code: strata_domain::image::ReasonCode,
+    reason: &str,
+) -> DbResult<()> {
+    kernels::Entity::update_many()
+        .col_expr(kernels::Column::State, Expr::value(ImageState::Failed.to_string()))
+        .col_expr(kernels::Column::Reason, Expr::value(reason.to_owned()))
+        .col_expr(kernels::Column::ReasonCode, Expr::value(code.to_string()))
+        .col_expr(kernels::Column::UpdatedAt, Expr::value(micros(now())))
+        .col_expr(kernels::Column::Revision, Expr::col(kernels::Column::Revision).add(1))
+        .filter(kernels::Column::Id.eq(kernel.to_string()))
+        .filter(kernels::Column::State.eq(ImageState::Importing.to_string()))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Publishes a running pull's progress.
+pub async fn set_progress(db: &Db, kernel: KernelId, done: u64, total: Option<u64>) -> DbResult<()> {
+    kernels::Entity::update_many()
+        .col_expr(kernels::Column::BytesDone, Expr::value(done as i64))
+        .col_expr(kernels::Column::BytesTotal, Expr::value(total.map(|b| b as i64)))
+        .filter(kernels::Column::Id.eq(kernel.to_string()))
+        .filter(kernels::Column::State.eq(ImageState::Importing.to_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The owner of a kernel (`Some(None)`: global) and its region; `None` when it is gone.
+pub async fn owner_of<C: ConnectionTrait>(c: &C, kernel: KernelId) -> DbResult<Option<(Option<String>, String)>> {
+    let row = kernels::Entity::find_by_id(kernel.to_string()).one(c).await?;
+    Ok(row.map(|r| (r.organization_id, r.region_id)))
+}
+
+/// (kernel id, blob id) of the stored files of these kernels: blobs the sweeper must keep.
+pub async fn artifact_blobs(db: &Db, kernel_ids: Vec<String>) -> DbResult<Vec<(String, String)>> {
+    let rows = kernel_artifacts::Entity::find()
+        .filter(kernel_artifacts::Column::KernelId.is_in(kernel_ids))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.kernel_id, r.blob_id)).collect())
 }
 
 pub enum DeleteOutcome {
@@ -325,7 +408,9 @@ pub async fn delete(db: &Db, k: &Kernel) -> DbResult<DeleteOutcome> {
                 } else {
                     0
                 };
-                usage::release(&txn, org.as_str(), k.region_id.as_str(), 0, bytes, 0).await?;
+                // A pull in progress held a concurrent-import slot; its job went with the row.
+                let importing = u64::from(k.status.state == ImageState::Importing);
+                usage::release(&txn, org.as_str(), k.region_id.as_str(), 0, bytes, importing).await?;
             }
             txn.commit().await?;
             Ok(DeleteOutcome::Deleted(k.artifacts.clone()))
@@ -361,27 +446,6 @@ pub async fn delete(db: &Db, k: &Kernel) -> DbResult<DeleteOutcome> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Kernels of one organization (and, with `include_global`, the global ones) in a region, by name.
-pub async fn list_for_org(
-    db: &Db,
-    region: &RegionId,
-    org: &OrganizationId,
-    include_global: bool,
-) -> DbResult<Vec<Kernel>> {
-    let mut who = Condition::any().add(kernels::Column::OrganizationId.eq(org.as_str()));
-    if include_global {
-        who = who.add(kernels::Column::OrganizationId.is_null());
-    }
-    let rows = kernels::Entity::find()
-        .filter(kernels::Column::RegionId.eq(region.as_str()))
-        .filter(who)
-        .order_by_asc(kernels::Column::Name)
-        .order_by_asc(kernels::Column::Id)
-        .all(db)
-        .await?;
-    hydrate(db, rows).await
 }
 
 /// The digests of `ready` kernels in a region owned by `org` and of global ones, among `digests`:

@@ -3,6 +3,7 @@
 //! updates), never by an in-process lock, so any number of replicas can share it.
 
 pub mod consumers;
+pub mod docker;
 pub mod entities;
 mod handle;
 pub mod images;

@@ -2,95 +2,172 @@
 //! [`OrgRegion`](crate::tenancy::OrgRegion) (which only the extractor makes), and every query it
 //! runs carries the region and the organization/visibility condition in its SQL. A service cannot
 //! forget the tenant filter: there is no unfiltered method here to call.
+//!
+//! Images and kernels follow one ownership model (an organization's own, or global, in one
+//! region), so one handle serves both through [`OwnedTable`].
 
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
-use strata_domain::ids::{ImageId, OrganizationId, RegionId};
+use strata_domain::ids::{OrganizationId, RegionId};
 use strata_domain::image::{Image, Visibility};
+use strata_domain::kernel::Kernel;
 
-use super::entities::images;
+use super::entities::{images, kernels};
 use super::{Db, DbResult};
 use crate::tenancy::OrgRegion;
 
-/// The images one organization reaches in one region.
-pub struct OrgImages<'a> {
+/// A table of artifacts owned by an organization or global, in a region.
+#[async_trait::async_trait]
+pub trait OwnedTable: Send + Sync {
+    type Entity: EntityTrait<Model = Self::Model, Column = Self::Column>;
+    type Model: sea_orm::ModelTrait<Entity = Self::Entity> + sea_orm::FromQueryResult + Send + Sync;
+    type Column: ColumnTrait + Copy;
+    type Item: Send;
+    const ID: Self::Column;
+    const REGION: Self::Column;
+    const ORGANIZATION: Self::Column;
+    const VISIBILITY: Self::Column;
+    const NAME: Self::Column;
+
+    /// Rows to domain values (tags and files loaded alongside).
+    async fn hydrate(db: &Db, rows: Vec<Self::Model>) -> DbResult<Vec<Self::Item>>;
+}
+
+pub struct ImagesTable;
+pub struct KernelsTable;
+
+#[async_trait::async_trait]
+impl OwnedTable for ImagesTable {
+    type Entity = images::Entity;
+    type Model = images::Model;
+    type Column = images::Column;
+    type Item = Image;
+    const ID: images::Column = images::Column::Id;
+    const REGION: images::Column = images::Column::RegionId;
+    const ORGANIZATION: images::Column = images::Column::OrganizationId;
+    const VISIBILITY: images::Column = images::Column::Visibility;
+    const NAME: images::Column = images::Column::Name;
+
+    async fn hydrate(db: &Db, rows: Vec<images::Model>) -> DbResult<Vec<Image>> {
+        super::images::hydrate(db, rows).await
+    }
+}
+
+#[async_trait::async_trait]
+impl OwnedTable for KernelsTable {
+    type Entity = kernels::Entity;
+    type Model = kernels::Model;
+    type Column = kernels::Column;
+    type Item = Kernel;
+    const ID: kernels::Column = kernels::Column::Id;
+    const REGION: kernels::Column = kernels::Column::RegionId;
+    const ORGANIZATION: kernels::Column = kernels::Column::OrganizationId;
+    const VISIBILITY: kernels::Column = kernels::Column::Visibility;
+    const NAME: kernels::Column = kernels::Column::Name;
+
+    async fn hydrate(db: &Db, rows: Vec<kernels::Model>) -> DbResult<Vec<Kernel>> {
+        super::kernels::hydrate(db, rows).await
+    }
+}
+
+/// A global artifact by name in a region: the platform's own (defaults are identified by name).
+/// Not tenant data reached by a caller: only the operator's reconciler uses it.
+pub async fn global_by_name<T: OwnedTable>(db: &Db, region: &RegionId, name: &str) -> DbResult<Option<T::Item>> {
+    let row = T::Entity::find()
+        .filter(T::REGION.eq(region.as_str()))
+        .filter(T::VISIBILITY.eq(Visibility::Global.to_string()))
+        .filter(T::NAME.eq(name))
+        .one(db)
+        .await?;
+    match row {
+        Some(r) => Ok(T::hydrate(db, vec![r]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// The artifacts of one table one organization reaches in one region.
+pub struct OrgScoped<'a, T> {
     db: &'a Db,
     region: &'a RegionId,
     org: &'a OrganizationId,
     platform_admin: bool,
+    _table: std::marker::PhantomData<T>,
 }
 
-impl<'a> OrgImages<'a> {
+/// The images one organization reaches in one region.
+pub type OrgImages<'a> = OrgScoped<'a, ImagesTable>;
+/// The kernels one organization reaches in one region.
+pub type OrgKernels<'a> = OrgScoped<'a, KernelsTable>;
+
+impl<'a, T: OwnedTable> OrgScoped<'a, T> {
     pub fn new<S>(db: &'a Db, access: &'a OrgRegion<S>) -> Self {
         Self {
             db,
             region: access.region_id(),
             org: &access.org,
             platform_admin: access.principal.platform_admin,
+            _table: std::marker::PhantomData,
         }
     }
 
-    /// Its own images and the global ones (`Image::visible_to`, in SQL).
+    /// Its own and the global ones (`visible_to`, in SQL).
     fn visible(&self) -> Condition {
-        Condition::all()
-            .add(images::Column::RegionId.eq(self.region.as_str()))
-            .add(
-                Condition::any()
-                    .add(images::Column::OrganizationId.eq(self.org.as_str()))
-                    .add(images::Column::Visibility.eq(Visibility::Global.to_string())),
-            )
+        Condition::all().add(T::REGION.eq(self.region.as_str())).add(
+            Condition::any()
+                .add(T::ORGANIZATION.eq(self.org.as_str()))
+                .add(T::VISIBILITY.eq(Visibility::Global.to_string())),
+        )
     }
 
-    /// Its own images, and global ones for platform admins (`Image::modifiable_by`, in SQL).
+    /// Its own, and global ones for platform admins (`modifiable_by`, in SQL).
     fn modifiable(&self) -> Condition {
         let mut who = Condition::any().add(
             Condition::all()
-                .add(images::Column::Visibility.eq(Visibility::Organization.to_string()))
-                .add(images::Column::OrganizationId.eq(self.org.as_str())),
+                .add(T::VISIBILITY.eq(Visibility::Organization.to_string()))
+                .add(T::ORGANIZATION.eq(self.org.as_str())),
         );
         if self.platform_admin {
-            who = who.add(images::Column::Visibility.eq(Visibility::Global.to_string()));
+            who = who.add(T::VISIBILITY.eq(Visibility::Global.to_string()));
         }
-        Condition::all()
-            .add(images::Column::RegionId.eq(self.region.as_str()))
-            .add(who)
+        Condition::all().add(T::REGION.eq(self.region.as_str())).add(who)
     }
 
-    async fn one(&self, id: ImageId, cond: Condition) -> DbResult<Option<Image>> {
-        let row = images::Entity::find_by_id(id.to_string())
+    async fn one(&self, id: uuid::Uuid, cond: Condition) -> DbResult<Option<T::Item>> {
+        let row = T::Entity::find()
+            .filter(T::ID.eq(id.to_string()))
             .filter(cond)
             .one(self.db)
             .await?;
         match row {
-            Some(r) => Ok(super::images::hydrate(self.db, vec![r]).await?.pop()),
+            Some(r) => Ok(T::hydrate(self.db, vec![r]).await?.pop()),
             None => Ok(None),
         }
     }
 
-    /// The image if this organization may see it; `None` otherwise (also across regions).
-    pub async fn find_visible(&self, id: ImageId) -> DbResult<Option<Image>> {
+    /// The artifact if this organization may see it; `None` otherwise (also across regions).
+    pub async fn find_visible(&self, id: uuid::Uuid) -> DbResult<Option<T::Item>> {
         self.one(id, self.visible()).await
     }
 
-    /// The image if this caller may change it; `None` otherwise, also when it is only visible.
-    pub async fn find_modifiable(&self, id: ImageId) -> DbResult<Option<Image>> {
+    /// The artifact if this caller may change it; `None` otherwise, also when only visible.
+    pub async fn find_modifiable(&self, id: uuid::Uuid) -> DbResult<Option<T::Item>> {
         self.one(id, self.modifiable()).await
     }
 
-    /// Its images (and, with `include_global`, the global ones), by name.
-    pub async fn list(&self, include_global: bool) -> DbResult<Vec<Image>> {
+    /// Its own (and, with `include_global`, the global ones), by name.
+    pub async fn list(&self, include_global: bool) -> DbResult<Vec<T::Item>> {
         let cond = if include_global {
             self.visible()
         } else {
             Condition::all()
-                .add(images::Column::RegionId.eq(self.region.as_str()))
-                .add(images::Column::OrganizationId.eq(self.org.as_str()))
+                .add(T::REGION.eq(self.region.as_str()))
+                .add(T::ORGANIZATION.eq(self.org.as_str()))
         };
-        let rows = images::Entity::find()
+        let rows = T::Entity::find()
             .filter(cond)
-            .order_by_asc(images::Column::Name)
-            .order_by_asc(images::Column::Id)
+            .order_by_asc(T::NAME)
+            .order_by_asc(T::ID)
             .all(self.db)
             .await?;
-        super::images::hydrate(self.db, rows).await
+        T::hydrate(self.db, rows).await
     }
 }

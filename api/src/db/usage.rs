@@ -98,6 +98,35 @@ pub async fn reserve_image<C: ConnectionTrait>(
     Err(DomainError::QuotaExceeded { detail }.into())
 }
 
+/// Counts a running import that adds no image (a kernel pull) if it stays within the limit.
+pub async fn reserve_import<C: ConnectionTrait>(c: &C, org: &str, region: &str, l: Limits) -> DbResult<()> {
+    ensure_row(c, org, region).await?;
+    let res = org_usage::Entity::update_many()
+        .col_expr(
+            org_usage::Column::Importing,
+            Expr::col(org_usage::Column::Importing).add(1),
+        )
+        .filter(key(org, region))
+        .filter(
+            Expr::col(org_usage::Column::Importing)
+                .add(1)
+                .lte(l.concurrent_imports as i64),
+        )
+        .exec(c)
+        .await?;
+    if res.rows_affected == 1 {
+        return Ok(());
+    }
+    let u = get(c, org, region).await?;
+    Err(DomainError::QuotaExceeded {
+        detail: format!(
+            "concurrent imports: {} of {} running; wait for one to finish",
+            u.importing, l.concurrent_imports
+        ),
+    }
+    .into())
+}
+
 /// Charges `bytes` of stored content if the total stays within the limit.
 pub async fn charge_bytes<C: ConnectionTrait>(c: &C, org: &str, region: &str, bytes: u64, l: Limits) -> DbResult<()> {
     ensure_row(c, org, region).await?;

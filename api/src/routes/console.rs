@@ -25,6 +25,12 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ),
     ("js/import.js", JS, include_bytes!("../../console/js/import.js")),
     ("js/usage.js", JS, include_bytes!("../../console/js/usage.js")),
+    ("js/kernels.js", JS, include_bytes!("../../console/js/kernels.js")),
+    (
+        "js/kernel-detail.js",
+        JS,
+        include_bytes!("../../console/js/kernel-detail.js"),
+    ),
 ];
 
 const HTML: &str = "text/html; charset=utf-8";

@@ -170,11 +170,5 @@ async fn head_file(
     if let Some(res) = super::not_modified(&req, &etag) {
         return Ok(res);
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .content_type(OCTET)
-        .no_chunking(file.size)
-        // a streamed body of unknown size keeps the Content-Length set above; HEAD sends no bytes
-        .streaming(futures::stream::empty::<Result<bytes::Bytes, actix_web::Error>>()))
+    Ok(super::head_of_file(&etag, file.size))
 }

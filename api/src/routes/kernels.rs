@@ -1,7 +1,7 @@
 //! Kernels (v1), their files, consumers and the catalog; the v2 kernel query.
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, head, patch, post, put, web};
 use futures::TryStreamExt;
 use strata_domain::DomainError;
 use strata_domain::kernel::Kernel;
@@ -62,22 +62,29 @@ async fn list_kernels(
     Ok(HttpResponse::Ok().json(kernels.iter().map(KernelView::from).collect::<Vec<_>>()))
 }
 
-/// Create a kernel (state `pending`); then upload its vmlinux (`PUT .../file`) or bundle (`PUT .../bundle`)
+/// Create a kernel
+///
+/// For `upload` and `upload-bundle` the kernel is `pending` until its vmlinux (`PUT .../file`) or
+/// bundle (`PUT .../bundle`) arrives. For `url` and `catalog` the server pulls the bundle: the
+/// kernel is `importing` (with `status.bytesDone`) until it is `ready` or `failed` (with
+/// `status.reasonCode`: `fetch-failed`, `checksum-mismatch`, `too-large`, `invalid-archive`,
+/// `unsupported-kernel-format`, `architecture-mismatch`, `quota-exceeded`, `internal`).
 #[utoipa::path(
     tag = "kernels",
     operation_id = "createKernel",
     params(OrgRegionPath),
     request_body = CreateKernelRequest,
     responses(
-        (status = 201, description = "Created, in state `pending`", body = KernelView,
+        (status = 201, description = "Created: `pending` (uploads) or `importing` (pulls)", body = KernelView,
             headers(("Location" = String, description = "URL of the new kernel"), ("ETag" = String, description = "Revision"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 409, description = "`name-taken`: a kernel of that name exists in this organization (or among global kernels) in this region", body = ErrorBody),
+        (status = 409, description = "`name-taken`: a kernel of that name exists in this organization (or among global kernels) in this region; `quota-exceeded`: the organization's concurrent imports are all in use (pulls)", body = ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/json`", body = ErrorBody),
+        (status = 422, description = "Pulls, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first bytes), `invalid-archive` (the source is not a tar, tar.gz, tar.zst or tar.xz); `architecture-mismatch`: `architecture` differs from the catalog entry's", body = ErrorBody),
         (status = 500, response = Internal),
     ),
     security(("bearer" = []))
@@ -245,18 +252,8 @@ async fn upload_kernel_file(
     id: KernelRef,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let _in_flight = st.metrics.upload_started();
     require_content_type(&req, &[OCTET], OCTET)?;
-    let k = service::kernels::upload(
-        &st,
-        &access,
-        id.0,
-        UploadKind::Vmlinux,
-        content_length(&req),
-        body.into_stream(),
-    )
-    .await?;
-    Ok(with_etag(StatusCode::OK, &k).json(KernelView::from(&k)))
+    upload_as(req, st, access, id, body, UploadKind::Vmlinux).await
 }
 
 /// Upload the kernel's bundle (for kernels created with source `upload-bundle`)
@@ -265,7 +262,7 @@ async fn upload_kernel_file(
     operation_id = "uploadKernelBundle",
     params(KernelPath),
     request_body(content = Binary, content_type = "application/octet-stream",
-        description = "A tar, tar.gz or tar.zst with `vmlinux`, optional `initrd.img` and optional `modules/` (other entries are refused)"),
+        description = "A tar, tar.gz, tar.zst or tar.xz with `vmlinux`, optional `initrd.img` and optional `modules/` (other entries are refused)"),
     responses(
         (status = 200, description = "Unpacked, checked and stored; the kernel is `ready`", body = KernelView,
             headers(("ETag" = String, description = "The kernel's new revision"))),
@@ -276,7 +273,7 @@ async fn upload_kernel_file(
         (status = 408, description = "`request-timeout`: the body stalled or came too slowly; nothing is kept", body = ErrorBody),
         (status = 409, description = "`invalid-state`: the kernel is not `pending`, or was created for a single vmlinux; `quota-exceeded`: the organization's stored bytes would exceed its quota", body = ErrorBody),
         (status = 413, description = "`too-large`: the bundle as sent is over `kernels.max_bytes`", body = ErrorBody),
-        (status = 415, description = "`unsupported-media-type`: send `application/octet-stream`, `application/x-tar`, `application/gzip` or `application/zstd`", body = ErrorBody),
+        (status = 415, description = "`unsupported-media-type`: send `application/octet-stream`, `application/x-tar`, `application/gzip`, `application/zstd` or `application/x-xz`", body = ErrorBody),
         (status = 422, description = "`invalid-archive` (not a tar, a refused entry, a path leaving the bundle, too many entries or bytes, no vmlinux), `unsupported-kernel-format`, `architecture-mismatch`, `checksum-mismatch`", body = ErrorBody),
         (status = 500, response = Internal),
     ),
@@ -291,21 +288,30 @@ async fn upload_kernel_bundle(
     id: KernelRef,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let _in_flight = st.metrics.upload_started();
     require_content_type(
         &req,
-        &[OCTET, "application/x-tar", "application/gzip", "application/zstd"],
-        "application/octet-stream, application/x-tar, application/gzip or application/zstd",
+        &[
+            OCTET,
+            "application/x-tar",
+            "application/gzip",
+            "application/zstd",
+            "application/x-xz",
+        ],
+        "application/octet-stream, application/x-tar, application/gzip, application/zstd or application/x-xz",
     )?;
-    let k = service::kernels::upload(
-        &st,
-        &access,
-        id.0,
-        UploadKind::Bundle,
-        content_length(&req),
-        body.into_stream(),
-    )
-    .await?;
+    upload_as(req, st, access, id, body, UploadKind::Bundle).await
+}
+
+async fn upload_as(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<KernelsWrite>,
+    id: KernelRef,
+    body: web::Payload,
+    kind: UploadKind,
+) -> ApiResult<HttpResponse> {
+    let _in_flight = st.metrics.upload_started();
+    let k = service::kernels::upload(&st, &access, id.0, kind, content_length(&req), body.into_stream()).await?;
     Ok(with_etag(StatusCode::OK, &k).json(KernelView::from(&k)))
 }
 
@@ -466,6 +472,44 @@ async fn download_kernel_file(
         .content_type(OCTET)
         .no_chunking(len)
         .streaming(body.stream.map_err(crate::error::ApiError::from)))
+}
+
+/// A kernel file's size and ETag, without its bytes
+#[utoipa::path(
+    tag = "kernels",
+    operation_id = "headKernelArtifact",
+    params(KernelFilePath,
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags the client holds; a current one gives 304"),
+    ),
+    responses(
+        (status = 200, description = "What `GET` would send, headers only",
+            headers(("Content-Length" = u64, description = "Size"), ("ETag" = String, description = "The quoted sha256"), ("Accept-Ranges" = String, description = "bytes"))),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current",
+            headers(("ETag" = String, description = "The quoted sha256"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not-found`: no such kernel, or it has no such file (e.g. no initrd)", body = ErrorBody),
+        (status = 409, description = "`invalid-state`: the kernel is not `ready`", body = ErrorBody),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[head("/kernels/{kernelID}/{artifact}")]
+#[tracing::instrument(skip_all)]
+async fn head_kernel_file(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    access: OrgRegion<KernelsRead>,
+    id: KernelRef,
+    artifact: ArtifactRef,
+) -> ApiResult<HttpResponse> {
+    let file = service::kernels::downloadable(&st, &access, id.0, artifact.0).await?;
+    let etag = file.info.etag();
+    if let Some(res) = super::not_modified(&req, &etag) {
+        return Ok(res);
+    }
+    Ok(super::head_of_file(&etag, file.info.size))
 }
 
 /// The kernel catalog: downloadable bundles the operator offers

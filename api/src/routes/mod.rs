@@ -2,6 +2,8 @@
 
 pub(crate) mod console;
 mod consumers;
+mod defaults;
+pub(crate) mod docker;
 mod files;
 pub(crate) mod health;
 mod images;
@@ -47,8 +49,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(kernels::put_kernel_consumer)
             .service(kernels::delete_kernel_consumer)
             .service(kernels::download_kernel_file)
+            .service(kernels::head_kernel_file)
             .service(kernels::list_kernel_catalog),
     );
+    cfg.service(scope::scope("/api/v1").service(defaults::ensure_defaults));
     cfg.service(
         scope::scope("/api/v2")
             .service(query::query_images)
@@ -64,4 +68,16 @@ fn not_modified(req: &HttpRequest, etag: &str) -> Option<HttpResponse> {
     let held = req.headers().get(header::IF_NONE_MATCH)?.to_str().ok()?;
     strata_domain::image::if_none_match_hits(held, etag)
         .then(|| HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish())
+}
+
+/// What `GET` of a file would send, headers only: size, ETag and `Accept-Ranges` (HEAD of an
+/// image's or a kernel's file).
+fn head_of_file(etag: &str, size: u64) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .content_type("application/octet-stream")
+        .no_chunking(size)
+        // a streamed body of unknown size keeps the Content-Length set above; HEAD sends no bytes
+        .streaming(futures::stream::empty::<Result<bytes::Bytes, actix_web::Error>>())
 }

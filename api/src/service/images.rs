@@ -2,7 +2,7 @@ use bytes::Bytes;
 use futures::Stream;
 use strata_domain::access::Principal;
 use strata_domain::command::{CreateImage, ImageSource, PatchImage};
-use strata_domain::ids::{BlobId, ImageId};
+use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
 use strata_domain::image::{
     DiskFormat, Image, ImageKind, ImageState, ImportPhase, OsInfo, Provenance, SourceKind, Status, Visibility,
     check_if_match, if_range_holds,
@@ -29,14 +29,14 @@ fn not_found(id: ImageId) -> ApiError {
 /// The image if the organization of `access` may see it; 404 otherwise (also across regions).
 /// The tenant condition is in the repository handle's SQL.
 pub async fn find_visible<S>(st: &AppState, access: &OrgRegion<S>, id: ImageId) -> ApiResult<Image> {
-    let img = OrgImages::new(&st.db, access).find_visible(id).await?;
+    let img = OrgImages::new(&st.db, access).find_visible(id.as_uuid()).await?;
     img.ok_or_else(|| not_found(id))
 }
 
 /// The image if the caller may change it: its owner, or a platform admin for global images.
 /// Everyone else gets the same 404 as for an image that does not exist.
 pub async fn find_modifiable(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<Image> {
-    let img = OrgImages::new(&st.db, access).find_modifiable(id).await?;
+    let img = OrgImages::new(&st.db, access).find_modifiable(id.as_uuid()).await?;
     img.ok_or_else(|| not_found(id))
 }
 
@@ -52,7 +52,24 @@ pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> 
 pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateImage) -> ApiResult<Image> {
     let source = cmd.source.clone();
     // Everything that needs no network is checked first.
-    let mut img = new_image(access, &access.principal, cmd)?;
+    let img = new_image(access, &access.principal, cmd)?;
+    persist_new(st, img, source).await
+}
+
+/// Creates a global image from a URL for the operator's defaults (no caller to authorise: the
+/// configuration is the operator's own).
+pub(crate) async fn create_global_from_url(
+    st: &AppState,
+    region: &RegionId,
+    subject: &str,
+    cmd: CreateImage,
+) -> ApiResult<Image> {
+    let source = cmd.source.clone();
+    let img = build_image(region, None, subject, cmd);
+    persist_new(st, img, source).await
+}
+
+async fn persist_new(st: &AppState, mut img: Image, source: ImageSource) -> ApiResult<Image> {
     crate::service::kernels::check_for_image(st, &img).await?;
     match source {
         ImageSource::Upload { .. } => db::images::insert(&st.db, &img, quota(st, &img)).await?,
@@ -103,12 +120,17 @@ pub fn quota(st: &AppState, img: &Image) -> Option<crate::config::Limits> {
 }
 
 fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage) -> Result<Image, DomainError> {
-    let visibility = cmd.visibility;
-    if visibility == Visibility::Global && !who.platform_admin {
+    if cmd.visibility == Visibility::Global && !who.platform_admin {
         return Err(DomainError::Forbidden {
             reason: "only platform admins create global images".into(),
         });
     }
+    let org = (cmd.visibility == Visibility::Organization).then(|| access.org.clone());
+    Ok(build_image(access.region_id(), org, &who.subject, cmd))
+}
+
+fn build_image(region: &RegionId, org: Option<OrganizationId>, subject: &str, cmd: CreateImage) -> Image {
+    let visibility = cmd.visibility;
     let (source, state) = match cmd.source {
         ImageSource::Upload { .. } => (SourceKind::Upload, ImageState::Pending),
         ImageSource::Url { .. } => (SourceKind::Url, ImageState::Importing),
@@ -121,12 +143,12 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage)
     };
     let expected_sha256 = cmd.source.expected_sha256().map(str::to_owned);
     let now = db::now();
-    Ok(Image {
+    Image {
         id: ImageId::new(),
         name: cmd.name,
         description: cmd.description,
-        organization_id: (visibility == Visibility::Organization).then(|| access.org.clone()),
-        region_id: access.region_id().clone(),
+        organization_id: org,
+        region_id: region.clone(),
         visibility,
         kind,
         disk_format,
@@ -140,7 +162,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage)
             digest: None,
             config_digest: None,
             platform: None,
-            imported_by: who.subject.clone(),
+            imported_by: subject.to_owned(),
             imported_at: now,
         },
         status: Status {
@@ -159,7 +181,7 @@ fn new_image(access: &OrgRegion<ImagesWrite>, who: &Principal, cmd: CreateImage)
         created_at: now,
         updated_at: now,
         revision: 1,
-    })
+    }
 }
 
 pub async fn patch(

@@ -37,12 +37,12 @@ pub fn fetch_policy(cfg: &ImportsConfig) -> anyhow::Result<FetchPolicy> {
 
 /// Maps fetch errors to what the caller of the synchronous check sees.
 /// Transport detail goes to the log; the caller gets the short public reason.
-fn sync_error(e: FetchError) -> DomainError {
+pub(crate) fn sync_error(e: FetchError) -> DomainError {
     match e {
         FetchError::InvalidUrl(reason) => DomainError::invalid("source.url", reason),
         FetchError::NotAllowed(reason) => DomainError::UrlNotAllowed { reason },
         other => {
-            tracing::info!(error = %other, "URL import check: fetching the source failed");
+            tracing::info!(error = %other, "import check: fetching the source failed");
             DomainError::FetchFailed {
                 reason: other.public_reason(),
             }
@@ -52,7 +52,7 @@ fn sync_error(e: FetchError) -> DomainError {
 
 /// A failure worth retrying, shown to the tenant as `fetch-failed: <reason>`; the detail is
 /// logged here and nowhere else.
-fn retryable_fetch(job: uuid::Uuid, e: &FetchError) -> Failure {
+pub(crate) fn retryable_fetch(job: uuid::Uuid, e: &FetchError) -> Failure {
     tracing::warn!(%job, error = %e, "import: fetching the source failed");
     Failure::retryable(ReasonCode::FetchFailed, e.public_reason())
 }
@@ -158,7 +158,7 @@ impl ImportKind for UrlImport {
             IngestError::Source(e) => retryable_fetch(job, &e),
             IngestError::Storage(e) => Failure::internal(job, "storage", &e),
         })?;
-        Ok(Produced {
+        Ok(Produced::Blob {
             size: done.size,
             sha256: done.sha256,
         })

@@ -24,12 +24,13 @@ use serde::de::DeserializeOwned;
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, OrganizationId, RegionId};
 use strata_domain::image::{Image, ImportPhase, ReasonCode};
+use strata_domain::kernel::{Artifacts, Kernel, KernelArtifact, KernelFormat};
 use strata_providers::BlobKey;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{ImportsConfig, QuotaConfig};
 use crate::db;
-use crate::db::jobs::{Job, NewJob, Stored};
+use crate::db::jobs::{Job, JobTarget, NewJob, Stored};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{ImportEvent, Metrics};
 use crate::state::Region;
@@ -77,12 +78,22 @@ impl Failure {
     }
 }
 
-/// What an attempt stored under [`Attempt::key`].
+/// What an attempt stored.
 #[derive(Debug, Clone)]
-pub struct Produced {
-    pub size: u64,
-    /// Lowercase hex.
-    pub sha256: String,
+pub enum Produced {
+    /// One object under [`Attempt::key`] (an image's bytes).
+    Blob {
+        size: u64,
+        /// Lowercase hex.
+        sha256: String,
+    },
+    /// A kernel's files, each under [`Attempt::kernel_key`] of its artifact.
+    Kernel {
+        format: KernelFormat,
+        artifacts: Artifacts,
+        /// `sha256:<hex>` of the bundle as received.
+        digest: String,
+    },
 }
 
 /// What a kind's `check` hands to the runner.
@@ -124,7 +135,10 @@ pub trait ImportKind: Send + Sync + 'static {
 /// What an attempt may use: where to write, progress, the quota, the ledger.
 pub struct Attempt<'a> {
     pub job: &'a Job,
+    /// Where the main object goes (an image's bytes; a kernel's vmlinux).
     pub key: BlobKey,
+    /// This attempt's blob id: every key it may write is derived from it.
+    pub blob: BlobId,
     pub region: &'a Region,
     /// The organization the artifact is charged to; `None` for global artifacts.
     pub org: Option<OrganizationId>,
@@ -155,6 +169,14 @@ impl Attempt<'_> {
     fn phase(&self) -> Option<ImportPhase> {
         let i = self.phase.load(Ordering::Relaxed) as usize;
         i.checked_sub(1).and_then(|i| ImportPhase::ALL.get(i).copied())
+    }
+
+    /// Where this attempt stores a kernel's artifact; `None` unless the target is a kernel.
+    pub fn kernel_key(&self, artifact: KernelArtifact) -> Option<BlobKey> {
+        match self.job.target {
+            JobTarget::Kernel(kernel) => Some(BlobKey::kernel(kernel, artifact.attempt_blob(self.blob))),
+            JobTarget::Image(_) => None,
+        }
     }
 
     /// Bytes stored so far.
@@ -339,26 +361,43 @@ impl JobRunner {
         img: &Image,
         checked: Checked<K::Spec, K::Secret>,
     ) -> ApiResult<()> {
-        let spec = serde_json::to_string(&checked.spec).map_err(ApiError::internal)?;
-        let job = db::jobs::create_with_image(
-            &self.db,
-            img,
-            img.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str())),
-            NewJob {
-                kind: K::KIND,
-                spec,
-                secrets_in_memory: checked.secret.is_some(),
-                max_attempts: self.cfg.max_attempts.max(1) as i32,
-                owner: &self.owner,
-                lease_until: self.lease_until(),
-            },
-        )
-        .await?;
-        if let Some(secret) = checked.secret {
+        let limits = img.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str()));
+        let new = self.new_job::<K>(&checked)?;
+        let job = db::jobs::create_with_image(&self.db, img, limits, new).await?;
+        self.launch(job, checked.secret);
+        Ok(())
+    }
+
+    /// Persists the kernel (state `importing`) with its job (leased by this process) and starts it.
+    pub async fn start_kernel<K: ImportKind>(
+        self: &Arc<Self>,
+        k: &Kernel,
+        checked: Checked<K::Spec, K::Secret>,
+    ) -> ApiResult<()> {
+        let limits = k.organization_id.as_ref().map(|o| self.quotas.limits_for(o.as_str()));
+        let new = self.new_job::<K>(&checked)?;
+        let job = db::jobs::create_with_kernel(&self.db, k, limits, new).await?;
+        self.launch(job, checked.secret);
+        Ok(())
+    }
+
+    fn new_job<K: ImportKind>(&self, checked: &Checked<K::Spec, K::Secret>) -> ApiResult<NewJob<'_>> {
+        Ok(NewJob {
+            kind: K::KIND,
+            spec: serde_json::to_string(&checked.spec).map_err(ApiError::internal)?,
+            secrets_in_memory: checked.secret.is_some(),
+            max_attempts: self.cfg.max_attempts.max(1) as i32,
+            owner: &self.owner,
+            lease_until: self.lease_until(),
+        })
+    }
+
+    /// Keeps the job's secret in memory (never in the database) and runs the job.
+    fn launch<Secret: Send + Sync + 'static>(self: &Arc<Self>, job: Job, secret: Option<Secret>) {
+        if let Some(secret) = secret {
             self.secrets_lock().insert(job.id, Arc::new(secret));
         }
         self.spawn(job);
-        Ok(())
     }
 
     fn secrets_lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Secret>> {
@@ -473,24 +512,29 @@ impl JobRunner {
         };
         // A takeover first removes what the earlier attempt wrote.
         if let Some(old) = job.blob {
-            self.discard(&region, &job.target.key(old)).await;
+            self.discard(&region, &job.target.keys(old)).await;
         }
         let blob = BlobId::new();
         if !db::jobs::set_blob(&self.db, job.id, &self.owner, blob).await? {
             return Ok(());
         }
-        let key = job.target.key(blob);
+        let key = job.target.keys(blob);
         self.metrics.import_event(kind_label, ImportEvent::Started);
-        let outcome = self
-            .attempt(&job, &*kind, secret.as_deref(), &region, key.clone())
-            .await;
+        let outcome = self.attempt(&job, &*kind, secret.as_deref(), &region, blob).await;
         match outcome {
             Outcome::Done(done) => {
                 let quotas = &self.quotas;
-                let stored = Stored {
-                    blob,
-                    size: done.size,
-                    sha256: done.sha256,
+                let stored = match done {
+                    Produced::Blob { size, sha256 } => Stored::Blob { blob, size, sha256 },
+                    Produced::Kernel {
+                        format,
+                        artifacts,
+                        digest,
+                    } => Stored::Kernel {
+                        format,
+                        artifacts,
+                        digest,
+                    },
                 };
                 let finished =
                     db::jobs::finish_ready(&self.db, &job, &self.owner, &stored, |o| quotas.limits_for(o)).await;
@@ -498,7 +542,7 @@ impl JobRunner {
                     Ok(true) => {
                         self.metrics.import_event(kind_label, ImportEvent::Succeeded);
                         self.secrets_lock().remove(&job.id);
-                        tracing::info!(job = %job.id, target = %job.target, size = stored.size, "import finished");
+                        tracing::info!(job = %job.id, target = %job.target, size = stored.size(), "import finished");
                     }
                     Ok(false) => {
                         self.metrics.import_event(kind_label, ImportEvent::Cancelled);
@@ -553,14 +597,16 @@ impl JobRunner {
         Ok(())
     }
 
-    /// Removes everything an attempt may have written: the object, local staging files, and any
-    /// multipart upload it recorded (which a dead process could not abort itself).
-    async fn discard(&self, region: &Region, key: &BlobKey) {
-        if let Err(e) = db::uploads::abort_for_key(&self.db, &region.store, key).await {
-            tracing::warn!(%key, error = %e, "aborting a partial import's upload failed");
-        }
-        if let Err(e) = region.store.discard(key).await {
-            tracing::warn!(%key, error = %e, "removing a partial import failed");
+    /// Removes everything an attempt may have written: the objects, local staging files, and
+    /// any multipart upload it recorded (which a dead process could not abort itself).
+    async fn discard(&self, region: &Region, keys: &[BlobKey]) {
+        for key in keys {
+            if let Err(e) = db::uploads::abort_for_key(&self.db, &region.store, key).await {
+                tracing::warn!(%key, error = %e, "aborting a partial import's upload failed");
+            }
+            if let Err(e) = region.store.discard(key).await {
+                tracing::warn!(%key, error = %e, "removing a partial import failed");
+            }
         }
     }
 
@@ -580,7 +626,7 @@ impl JobRunner {
         kind: &dyn Runnable,
         secret: Option<&(dyn Any + Send + Sync)>,
         region: &Region,
-        key: BlobKey,
+        blob: BlobId,
     ) -> Outcome {
         let org = match db::jobs::target_owner(&self.db, job.target).await {
             Ok(Some(org)) => org,
@@ -589,7 +635,8 @@ impl JobRunner {
         };
         let attempt = Attempt {
             job,
-            key,
+            key: job.target.key(blob),
+            blob,
             region,
             org,
             max_bytes: self.max_image_bytes,

@@ -24,8 +24,10 @@ use strata_providers::kernel_store::{StageError, StagedFile, stage};
 use crate::config::{Config, KernelCatalogEntry};
 use crate::db;
 use crate::db::kernels::{DeleteOutcome, KernelConsumerRow};
+use crate::db::tenant::OrgKernels;
 use crate::error::{ApiError, ApiResult};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
+use crate::service::kernel_pull::{BundleRequest, KernelBundlePull};
 use crate::state::AppState;
 use crate::tenancy::{KernelsWrite, OrgRegion};
 
@@ -77,42 +79,43 @@ fn not_found(id: KernelId) -> ApiError {
 }
 
 /// The kernel if the organization of `access` may see it; 404 otherwise (also across regions).
+/// The tenant condition is in the repository handle's SQL.
 pub async fn find_visible<S>(st: &AppState, access: &OrgRegion<S>, id: KernelId) -> ApiResult<Kernel> {
-    match db::kernels::find(&st.db, access.region_id(), id).await? {
-        Some(k) if k.visible_to(&access.org) => Ok(k),
-        _ => Err(not_found(id)),
-    }
+    let k = OrgKernels::new(&st.db, access).find_visible(id.as_uuid()).await?;
+    k.ok_or_else(|| not_found(id))
 }
 
 /// The kernel if the caller may change it; everyone else gets the same 404.
 pub async fn find_modifiable(st: &AppState, access: &OrgRegion<KernelsWrite>, id: KernelId) -> ApiResult<Kernel> {
-    let k = find_visible(st, access, id).await?;
-    if k.modifiable_by(&access.org, access.principal.platform_admin) {
-        Ok(k)
-    } else {
-        Err(not_found(id))
-    }
+    let k = OrgKernels::new(&st.db, access).find_modifiable(id.as_uuid()).await?;
+    k.ok_or_else(|| not_found(id))
 }
 
 pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Kernel>> {
-    Ok(db::kernels::list_for_org(&st.db, access.region_id(), &access.org, !owned_only).await?)
+    Ok(OrgKernels::new(&st.db, access).list(!owned_only).await?)
 }
 
 /// How a new kernel's files will arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewSource {
     /// `PUT .../file` with the vmlinux.
     Upload,
-    /// `PUT .../bundle` with a tar, tar.gz or tar.zst.
+    /// `PUT .../bundle` with a tar, tar.gz, tar.zst or tar.xz.
     UploadBundle,
+    /// A bundle the server pulls (a job on the runner).
+    Url { url: String },
+    /// A catalog entry the server pulls (a job on the runner).
+    Catalog { entry: String },
 }
 
 /// A validated request to create a kernel.
 pub struct CreateKernel {
     pub name: ImageName,
     pub description: Option<Description>,
-    pub architecture: Architecture,
-    pub version: KernelVersion,
+    /// Default `x86_64`, or the catalog entry's.
+    pub architecture: Option<Architecture>,
+    /// Required unless the source is a catalog entry.
+    pub version: Option<KernelVersion>,
     pub distro: Option<String>,
     pub tags: UserTags,
     pub protected: bool,
@@ -128,47 +131,142 @@ pub async fn create(st: &AppState, access: &OrgRegion<KernelsWrite>, cmd: Create
         }
         .into());
     }
+    create_unchecked(
+        st,
+        access.region_id(),
+        Some(&access.org),
+        &access.principal.subject,
+        cmd,
+    )
+    .await
+}
+
+/// Creates a kernel for `org` (or a global one) once the caller's right to has been checked:
+/// by [`create`] for API calls, by the defaults reconciler for the operator's own defaults.
+pub(crate) async fn create_unchecked(
+    st: &AppState,
+    region: &strata_domain::ids::RegionId,
+    org: Option<&strata_domain::ids::OrganizationId>,
+    subject: &str,
+    cmd: CreateKernel,
+) -> ApiResult<Kernel> {
+    let organization_id = match cmd.visibility {
+        Visibility::Global => None,
+        Visibility::Organization => Some(
+            org.cloned()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an organization kernel without an organization")))?,
+        ),
+    };
+    let entry = match &cmd.source {
+        NewSource::Catalog { entry } => Some(catalog_entry(st, entry)?),
+        _ => None,
+    };
+    let entry_arch = entry.map(|e| e.architecture.parse::<Architecture>()).transpose()?;
+    let architecture = match (cmd.architecture, entry_arch) {
+        (Some(a), Some(e)) if a != e => {
+            return Err(DomainError::ArchitectureMismatch {
+                found: e.to_string(),
+                declared: a.to_string(),
+            }
+            .into());
+        }
+        (Some(a), _) => a,
+        (None, Some(e)) => e,
+        (None, None) => Architecture::X86_64,
+    };
+    let version = match (cmd.version, entry) {
+        (Some(v), _) => v,
+        (None, Some(e)) => KernelVersion::parse(&e.version)?,
+        (None, None) => return Err(DomainError::invalid("version", "is required").into()),
+    };
     let now = db::now();
-    let k = Kernel {
+    let pulled = matches!(cmd.source, NewSource::Url { .. } | NewSource::Catalog { .. });
+    let mut k = Kernel {
         id: KernelId::new(),
         name: cmd.name,
-        description: cmd.description,
-        organization_id: (cmd.visibility == Visibility::Organization).then(|| access.org.clone()),
-        region_id: access.region_id().clone(),
+        description: match (cmd.description, entry.and_then(|e| e.description.as_deref())) {
+            (Some(d), _) => Some(d),
+            (None, Some(d)) => Some(Description::parse(d)?),
+            (None, None) => None,
+        },
+        organization_id,
+        region_id: region.clone(),
         visibility: cmd.visibility,
-        architecture: cmd.architecture,
-        version: cmd.version,
+        architecture,
+        version,
         format: None,
-        distro: cmd.distro,
+        distro: cmd.distro.or_else(|| entry.and_then(|e| e.distro.clone())),
         tags: cmd.tags,
         protected: cmd.protected,
         provenance: KernelProvenance {
             source: match cmd.source {
                 NewSource::Upload => KernelSource::Upload,
                 NewSource::UploadBundle => KernelSource::UploadBundle,
+                NewSource::Url { .. } => KernelSource::Url,
+                NewSource::Catalog { .. } => KernelSource::Catalog,
             },
             reference: None,
             digest: None,
-            imported_by: access.principal.subject.clone(),
+            imported_by: subject.to_owned(),
             imported_at: now,
         },
         status: Status {
-            state: ImageState::Pending,
+            state: if pulled {
+                ImageState::Importing
+            } else {
+                ImageState::Pending
+            },
             reason: None,
             reason_code: None,
             bytes_done: 0,
             bytes_total: None,
             phase: None,
         },
-        expected_sha256: cmd.expected_sha256,
+        expected_sha256: match entry {
+            Some(e) => Some(e.sha256.clone()),
+            None => cmd.expected_sha256,
+        },
         artifacts: Artifacts::default(),
         created_at: now,
         updated_at: now,
         revision: 1,
     };
-    db::kernels::insert(&st.db, &k).await?;
+    let pull = match (&cmd.source, entry) {
+        (NewSource::Url { url }, _) => Some(BundleRequest {
+            url: url.clone(),
+            sha256: k.expected_sha256.clone(),
+            max_bytes: st.kernels.max_bytes,
+            architecture,
+            catalog: None,
+        }),
+        (NewSource::Catalog { .. }, Some(e)) => Some(BundleRequest {
+            url: e.url.clone(),
+            sha256: Some(e.sha256.clone()),
+            max_bytes: e.size_bytes.min(st.kernels.max_bytes),
+            architecture,
+            catalog: Some(e.name.clone()),
+        }),
+        _ => None,
+    };
+    match pull {
+        Some(req) => {
+            let checked = st.jobs.check::<KernelBundlePull>(req).await?;
+            k.provenance.reference = checked.reference.clone();
+            st.jobs.start_kernel::<KernelBundlePull>(&k, checked).await?;
+        }
+        None => db::kernels::insert(&st.db, &k).await?,
+    }
     tracing::info!(kernel = %k.id, name = %k.name, source = %k.provenance.source, "kernel created");
     Ok(k)
+}
+
+fn catalog_entry<'a>(st: &'a AppState, name: &str) -> Result<&'a KernelCatalogEntry, DomainError> {
+    st.kernels.catalog.iter().find(|e| e.name == name).ok_or_else(|| {
+        DomainError::invalid(
+            "source.entry",
+            format!("no catalog entry is named {name:?}; GET .../kernel-catalog lists them"),
+        )
+    })
 }
 
 /// A merge patch of a kernel's user-editable fields (`None`: leave as is; `Some(None)`: remove).
@@ -345,7 +443,7 @@ where
     find_visible(st, access, id).await
 }
 
-fn stage_error<E: std::fmt::Display>(e: StageError<BodyError<E>>) -> ApiError {
+pub(crate) fn stage_error<E: std::fmt::Display>(e: StageError<BodyError<E>>) -> ApiError {
     match e {
         StageError::TooLarge { limit } => DomainError::TooLarge { limit }.into(),
         StageError::ChecksumMismatch { expected, actual } => DomainError::ChecksumMismatch { expected, actual }.into(),

@@ -3,9 +3,12 @@
 
 pub mod body;
 pub mod consumers;
+pub mod defaults;
+pub mod docker;
 pub mod images;
 pub mod imports;
 pub mod jobs;
+pub mod kernel_pull;
 pub mod kernels;
 pub mod oci;
 pub mod query;

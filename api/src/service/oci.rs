@@ -254,7 +254,7 @@ impl ImportKind for OciImport {
         })?;
         drop(staging);
         tracing::info!(%job, size = done.size, cache_hits = pulled.cache_hits, "OCI pull stored");
-        Ok(Produced {
+        Ok(Produced::Blob {
             size: done.size,
             sha256: done.sha256,
         })

@@ -7,6 +7,7 @@
 
 use crate::db::Db;
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ pub struct Sweeper {
     regions: BTreeMap<RegionId, Arc<Region>>,
     cfg: SweeperConfig,
     metrics: Arc<Metrics>,
+    /// This process's own staging directory (kernel uploads and pulls): files and directories a
+    /// killed process left there.
+    local_staging: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -43,7 +47,14 @@ impl Sweeper {
             regions,
             cfg,
             metrics,
+            local_staging: None,
         }
+    }
+
+    /// Also sweeps this local staging directory (entries named `stage-*`, `bundle-*` or `load-*`).
+    pub fn with_local_staging(mut self, dir: PathBuf) -> Self {
+        self.local_staging = Some(dir);
+        self
     }
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -105,7 +116,17 @@ impl Sweeper {
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
+            let kernel_ids: Vec<String> = old
+                .iter()
+                .filter_map(|o| match &o.parsed {
+                    Some(BlobKey::Kernel { kernel, .. }) => Some(kernel.to_string()),
+                    _ => None,
+                })
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
             let referenced = self.referenced_blobs(image_ids).await?;
+            let kernel_referenced = self.referenced_kernel_blobs(kernel_ids).await?;
             for o in old {
                 match &o.parsed {
                     Some(BlobKey::Image { image, blob }) => {
@@ -113,9 +134,11 @@ impl Sweeper {
                             continue;
                         }
                     }
-                    // No kernel rows exist yet to say which kernel blobs are referenced: until the
-                    // kernel repository answers that here, their bytes are left alone.
-                    Some(BlobKey::Kernel { .. }) => continue,
+                    Some(BlobKey::Kernel { kernel, blob }) => {
+                        if kernel_referenced.contains(&(kernel.to_string(), blob.to_string())) {
+                            continue;
+                        }
+                    }
                     // Content-addressed and shared by design: the cache evicts its own entries.
                     Some(BlobKey::Cache { .. }) => continue,
                     None => {
@@ -132,7 +155,30 @@ impl Sweeper {
                 report.staging_removed.push(path);
             }
         }
+        if let Some(dir) = self.local_staging.clone() {
+            let removed = tokio::task::spawn_blocking(move || sweep_local_staging(&dir, grace))
+                .await
+                .map_err(crate::error::ApiError::internal)?;
+            for path in removed {
+                tracing::info!(path, "sweeper removed a stale kernel staging entry");
+                report.staging_removed.push(path);
+            }
+        }
         Ok(())
+    }
+
+    /// (kernel, blob) pairs that rows point at: ready kernels' files and running pulls' keys.
+    async fn referenced_kernel_blobs(&self, kernel_ids: Vec<String>) -> ApiResult<HashSet<(String, String)>> {
+        let mut out = HashSet::new();
+        for chunk in kernel_ids.chunks(500) {
+            out.extend(crate::db::kernels::artifact_blobs(&self.db, chunk.to_vec()).await?);
+            for key in crate::db::jobs::kernel_attempt_keys(&self.db, chunk.to_vec()).await? {
+                if let BlobKey::Kernel { kernel, blob } = key {
+                    out.insert((kernel.to_string(), blob.to_string()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// (image, blob) pairs that rows point at: ready images' blobs and running imports' blobs.
@@ -148,4 +194,36 @@ impl Sweeper {
         }
         Ok(out)
     }
+}
+
+/// Removes `stage-*` files and `bundle-*` directories in `dir` not modified for `grace`: what an
+/// upload or pull left when its process was killed (a live one writes to them continuously, and
+/// removes them itself when it ends).
+fn sweep_local_staging(dir: &std::path::Path, grace: Duration) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("stage-") || name.starts_with("bundle-") || name.starts_with("load-")) {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+        if age.is_none_or(|a| a < grace) {
+            continue;
+        }
+        let path = e.path();
+        let gone = if meta.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => removed.push(path.display().to_string()),
+            Err(err) => tracing::warn!(path = %path.display(), error = %err, "removing a stale staging entry failed"),
+        }
+    }
+    removed
 }

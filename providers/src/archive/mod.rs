@@ -113,13 +113,35 @@ impl ArchiveError {
     }
 }
 
+/// Most memory an xz stream may ask of the decoder (its dictionary); more is refused as corrupt.
+const XZ_MEMLIMIT: u64 = 256 << 20;
+
+/// A reader of the decompressed bytes. The decoders' own memory is bounded (zstd's window, xz's
+/// memlimit); the decompressed bytes are capped by the caller.
+pub fn decoder<'r, R: Read + 'r>(c: Compression, r: R) -> io::Result<Box<dyn Read + 'r>> {
+    Ok(match c {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(r)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(d)
+        }
+        Compression::Xz => {
+            let stream = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, xz2::stream::CONCATENATED)
+                .map_err(io::Error::other)?;
+            Box::new(xz2::read::XzDecoder::new_stream(r, stream))
+        }
+    })
+}
+
 /// How the staged file is compressed, from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,
     Zstd,
-    /// Recognised so the message is clear; not decoded yet (docker `import` may want it later).
+    /// xz (`docker import` of a `.tar.xz`), decoded with a bounded memory limit.
     Xz,
 }
 
@@ -258,15 +280,12 @@ pub fn check_staged(path: &Path, check: &SourceCheck) -> Result<StagedArchive, A
 
 fn sniff_or_refuse(head: &[u8]) -> Result<Compression, ArchiveError> {
     match Compression::sniff(head) {
-        Some(Compression::Xz) => Err(ArchiveError::invalid(
-            "xz-compressed archives are not supported; send a tar, tar.gz or tar.zst",
-        )),
         Some(c) => Ok(c),
         None if head.is_empty() => Err(ArchiveError::invalid("the archive is an empty file")),
         None => {
             let hex: Vec<String> = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
             Err(ArchiveError::invalid(format!(
-                "not a tar, tar.gz or tar.zst archive (starts with {})",
+                "not a tar, tar.gz, tar.zst or tar.xz archive (starts with {})",
                 hex.join(" ")
             )))
         }
@@ -456,16 +475,7 @@ pub fn read_archive_from<'r, R: Read + 'r, V: EntryVisitor>(
         .map_err(ArchiveError::from_read)?;
     let compression = sniff_or_refuse(&head)?;
     let stream = io::Cursor::new(head).chain(reader);
-    let decoded: Box<dyn Read + 'r> = match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(stream).map_err(ArchiveError::Io)?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(ArchiveError::Io)?;
-            Box::new(d)
-        }
-        Compression::Xz => return Err(ArchiveError::invalid("xz-compressed archives are not supported").into()),
-    };
+    let decoded = decoder(compression, stream).map_err(ArchiveError::Io)?;
     let unpacked = Rc::new(Cell::new(0u64));
     let capped = Capped {
         inner: decoded,
