@@ -266,7 +266,7 @@ pub struct OciConfig {
     pub cache_dir: Option<PathBuf>,
     /// The cache's bound; least recently used layers are evicted beyond it.
     pub cache_max_bytes: u64,
-    /// Where pulls flatten and build (removed after every attempt). Default: `data_dir/staging/oci`.
+    /// Where pulls flatten and build (removed after every attempt). Default: `data_dir/oci-staging`.
     pub staging_dir: Option<PathBuf>,
     /// Largest sum of compressed layer sizes, and of unpacked bytes, a pull accepts.
     pub max_layer_bytes: u64,

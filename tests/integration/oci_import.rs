@@ -113,7 +113,7 @@ async fn download_ext4(app: &TestApp, token: &str, id: &str, dir: &std::path::Pa
 
 /// Job directories (empty or not) and files left in OCI staging.
 fn staging_left(app: &TestApp) -> Vec<std::path::PathBuf> {
-    let dir = app.cfg.data_dir.join("staging").join("oci");
+    let dir = app.cfg.data_dir.join("oci-staging");
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -444,7 +444,7 @@ async fn crash_during_pull(database_url: Option<String>) {
         .unwrap();
     let img = expect_status(res, StatusCode::CREATED).await;
     let id = img["id"].as_str().unwrap().to_owned();
-    let staging = dir.path().join("staging").join("oci");
+    let staging = dir.path().join("oci-staging");
     // The pull is quick: watch its staging directory and kill as soon as it flattens
     // (`tree/`) or builds (`rootfs.ext4`).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -629,7 +629,7 @@ async fn deleting_a_pulling_image_cancels_it(backend: Backend) {
         let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
         let img = expect_status(res, StatusCode::CREATED).await;
         let id = img["id"].as_str().unwrap().to_owned();
-        let staging = app.cfg.data_dir.join("staging").join("oci");
+        let staging = app.cfg.data_dir.join("oci-staging");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while !std::fs::read_dir(&staging)
             .map(|d| d.flatten().any(|j| j.path().join("tree").exists()))

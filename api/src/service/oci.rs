@@ -79,7 +79,7 @@ impl OciImport {
         let staging = oci
             .staging_dir
             .clone()
-            .unwrap_or_else(|| cfg.data_dir.join("staging").join("oci"));
+            .unwrap_or_else(|| cfg.data_dir.join("oci-staging"));
         std::fs::create_dir_all(&staging).map_err(|e| anyhow::anyhow!("oci.staging_dir {}: {e}", staging.display()))?;
         Ok(Self {
             client: RegistryClient::new(Fetcher::new(policy), oci.insecure_registries.clone()),
