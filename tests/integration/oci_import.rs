@@ -472,8 +472,8 @@ async fn crash_during_pull(database_url: Option<String>) {
         std::thread::sleep(Duration::from_millis(2));
     };
     assert!(
-        !files_under(&staging).is_empty(),
-        "the dead attempt ({killed_in}) left its staging"
+        std::fs::read_dir(&staging).unwrap().flatten().next().is_some(),
+        "the dead attempt ({killed_in}) left its staging directory"
     );
 
     let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
