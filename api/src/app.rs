@@ -58,6 +58,7 @@ impl Application {
             metrics.clone(),
         );
         jobs.register(UrlImport::new(&cfg.imports)?);
+        jobs.register(crate::service::oci::OciImport::new(&cfg)?);
         jobs.register(crate::service::kernel_pull::KernelBundlePull::new(
             &cfg.imports,
             kernels.staging_dir.clone(),

@@ -28,6 +28,8 @@ pub struct Config {
     /// Downloadable kernel bundles operators offer (`[[kernel_catalog]]`); more may come from
     /// `kernels.catalog_file`.
     pub kernel_catalog: Vec<KernelCatalogEntry>,
+    /// OCI registry pulls.
+    pub oci: OciConfig,
     /// Global kernels and images every region (or the listed ones) should have (`[[defaults]]`),
     /// imported when missing on start and by `POST /api/v1/regions/{regionID}/defaults:ensure`.
     pub defaults: Vec<DefaultArtifact>,
@@ -254,6 +256,42 @@ pub struct KernelCatalogEntry {
     pub description: Option<String>,
 }
 
+/// OCI registry pulls. The registry's address passes the `[imports]` policy like a URL import's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OciConfig {
+    /// Registries (`host[:port]`) spoken to over plain HTTP instead of HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// The content-addressed layer cache. Default: `data_dir/oci-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// The cache's bound; least recently used layers are evicted beyond it.
+    pub cache_max_bytes: u64,
+    /// Where pulls flatten and build (removed after every attempt). Default: `data_dir/oci-staging`.
+    pub staging_dir: Option<PathBuf>,
+    /// Largest sum of compressed layer sizes, and of unpacked bytes, a pull accepts.
+    pub max_layer_bytes: u64,
+    pub max_unpacked_bytes: u64,
+    /// Most entries over all layers.
+    pub max_entries: u64,
+    /// Longest mkfs.ext4, debugfs or e2fsck may run.
+    pub tool_timeout_secs: u64,
+}
+
+impl Default for OciConfig {
+    fn default() -> Self {
+        Self {
+            insecure_registries: Vec::new(),
+            cache_dir: None,
+            cache_max_bytes: 10 << 30,
+            staging_dir: None,
+            max_layer_bytes: 16 << 30,
+            max_unpacked_bytes: 32 << 30,
+            max_entries: 2_000_000,
+            tool_timeout_secs: 1800,
+        }
+    }
+}
+
 /// What a default is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -389,6 +427,7 @@ impl Default for Config {
             log: LogConfig::default(),
             kernels: KernelsConfig::default(),
             kernel_catalog: Vec::new(),
+            oci: OciConfig::default(),
             defaults: Vec::new(),
             regions: Vec::new(),
         }

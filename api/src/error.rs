@@ -94,7 +94,8 @@ fn status_of(e: &DomainError) -> StatusCode {
         | D::InvalidArchive { .. }
         | D::ChecksumMismatch { .. }
         | D::UrlNotAllowed { .. }
-        | D::FetchFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | D::FetchFailed { .. }
+        | D::PlatformNotFound { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         D::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         D::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         D::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -113,6 +113,7 @@ impl From<&Kernel> for KernelView {
                 reason_code: k.status.reason_code,
                 bytes_done: k.status.bytes_done,
                 bytes_total: k.status.bytes_total,
+                phase: k.status.phase,
             },
             artifacts: KernelFilesView {
                 vmlinux: k.artifacts.vmlinux.as_ref().map(KernelFileView::from),

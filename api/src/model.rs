@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use strata_domain::image::{
-    Architecture, DiskFormat, Image, ImageKind, ImageState, OsInfo, ReasonCode, SourceKind, Visibility,
+    Architecture, DiskFormat, Image, ImageKind, ImageState, ImportPhase, OsInfo, ReasonCode, SourceKind, Visibility,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -18,8 +18,13 @@ pub struct ProvenanceView {
     pub source: SourceKind,
     /// Where the bytes came from, without credentials; null for uploads.
     pub reference: Option<String>,
-    /// `sha256:<hex>` of the imported content, once known.
+    /// `sha256:<hex>` of the imported content, once known; for OCI pulls the manifest's digest
+    /// (of the platform's manifest when the reference names an index).
     pub digest: Option<String>,
+    /// OCI pulls: the digest of the image config.
+    pub config_digest: Option<String>,
+    /// OCI pulls: the platform pulled, e.g. `linux/amd64`.
+    pub platform: Option<String>,
     /// The token subject that created the image.
     pub imported_by: String,
     pub imported_at: DateTime<Utc>,
@@ -33,8 +38,12 @@ pub struct StatusView {
     pub reason: Option<String>,
     /// Why the image is `failed`, for programs: a stable code to branch on.
     pub reason_code: Option<ReasonCode>,
+    /// Bytes done of `bytesTotal`; for OCI pulls layer bytes while pulling, then stored bytes.
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
+    /// Where a running import is; null when it does not say, and once the image is no longer
+    /// `importing`.
+    pub phase: Option<ImportPhase>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,6 +99,8 @@ impl From<&Image> for ImageView {
                 source: i.provenance.source,
                 reference: i.provenance.reference.clone(),
                 digest: i.provenance.digest.clone(),
+                config_digest: i.provenance.config_digest.clone(),
+                platform: i.provenance.platform.clone(),
                 imported_by: i.provenance.imported_by.clone(),
                 imported_at: i.provenance.imported_at,
             },
@@ -99,6 +110,8 @@ impl From<&Image> for ImageView {
                 reason_code: i.status.reason_code,
                 bytes_done: i.status.bytes_done,
                 bytes_total: i.status.bytes_total,
+                // only while importing: a failed import keeps its last phase in the row
+                phase: i.status.phase.filter(|_| i.status.state == ImageState::Importing),
             },
             size_bytes: i.size_bytes,
             sha256: i.sha256.clone(),
@@ -135,14 +148,58 @@ pub enum SourceSpec {
         #[schema(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$")]
         sha256: Option<String>,
     },
+    /// The server pulls an image from an OCI registry and builds an ext4 root filesystem of it
+    /// in the background (state `importing`, `status.phase` says where). The image is
+    /// `kind: rootfs`, `diskFormat: ext4`.
+    #[schema(title = "OciSource")]
+    #[serde(rename_all = "camelCase")]
+    Oci {
+        /// `[REGISTRY/]REPO[:TAG]` or `...@sha256:<hex>`, as the docker CLI reads it. The
+        /// registry must pass the same address policy as URL imports.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            example = "registry.example:5000/library/debian:bookworm"
+        )]
+        reference: String,
+        /// `OS/ARCH[/VARIANT]` to choose from an index; default from `architecture`
+        /// (`x86_64` -> `linux/amd64`, `aarch64` -> `linux/arm64`).
+        #[schema(example = "linux/amd64")]
+        platform: Option<String>,
+        /// For the registry's token or basic flow; never stored, logged or shown.
+        credentials: Option<RegistryCredentialsSpec>,
+        /// The filesystem's size in bytes; default the content x 1.5, at least 64 MiB. Too
+        /// small fails the import with `too-large`.
+        #[schema(minimum = 1)]
+        size_bytes: Option<u64>,
+    },
+}
+
+/// A registry login.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentialsSpec {
+    #[schema(min_length = 1, max_length = 1024)]
+    pub username: String,
+    #[schema(min_length = 1, max_length = 4096)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentialsSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryCredentialsSpec(<redacted>)")
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateImageRequest {
-    /// 1-63 lowercase letters, digits, `.`, `_`, `-`; starts and ends alphanumeric.
+    /// 1-63 lowercase letters, digits, `.`, `_`, `-`; starts and ends alphanumeric. Required,
+    /// except for OCI pulls: their default comes from the reference
+    /// (`registry:5000/library/debian:bookworm` -> `debian-bookworm`; a digest reference ->
+    /// `REPO-<first 12 hex digits>`).
     #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
-    pub name: String,
+    pub name: Option<String>,
     /// Up to 1024 characters; no control characters except newline and tab.
     #[schema(max_length = 1024, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
@@ -499,9 +556,31 @@ impl TryFrom<CreateImageRequest> for strata_domain::command::CreateImage {
         let source = match req.source {
             SourceSpec::Upload { sha256 } => ImageSource::upload(sha256.as_deref())?,
             SourceSpec::Url { url, sha256 } => ImageSource::url(url, sha256.as_deref())?,
+            SourceSpec::Oci {
+                reference,
+                platform,
+                credentials,
+                size_bytes,
+            } => {
+                let credentials = credentials.map(|c| strata_domain::command::RegistryCredentials {
+                    username: c.username,
+                    password: c.password,
+                });
+                ImageSource::Oci(Box::new(strata_domain::command::OciSource::parse(
+                    &reference,
+                    platform.as_deref(),
+                    credentials,
+                    size_bytes,
+                )?))
+            }
+        };
+        let name = match (&req.name, &source) {
+            (Some(n), _) => ImageName::parse(n)?,
+            (None, ImageSource::Oci(oci)) => oci.reference.default_image_name()?,
+            (None, _) => return Err(strata_domain::DomainError::invalid("name", "is required")),
         };
         Ok(Self {
-            name: ImageName::parse(&req.name)?,
+            name,
             description: req.description.as_deref().map(Description::parse).transpose()?,
             architecture: req.architecture.unwrap_or(Architecture::X86_64),
             os: req.os.map(|o| o.validate()).transpose()?,

@@ -8,6 +8,7 @@ use crate::error::DomainError;
 use crate::ids::KernelId;
 use crate::image::{Architecture, OsInfo, Visibility, parse_sha256};
 use crate::name::{Description, ImageName};
+use crate::reference::{Platform, Reference};
 use crate::tags::UserTags;
 
 /// Where a new image's bytes come from.
@@ -17,6 +18,64 @@ pub enum ImageSource {
     Upload { sha256: Option<String> },
     /// The server imports them from `url` (checked by the URL import kind).
     Url { url: String, sha256: Option<String> },
+    /// The server pulls an OCI image and builds an ext4 root filesystem from it.
+    Oci(Box<OciSource>),
+}
+
+/// An OCI registry pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciSource {
+    pub reference: Reference,
+    /// The reference as the caller wrote it (shown in provenance).
+    pub given: String,
+    /// `None`: the platform of the image's architecture.
+    pub platform: Option<Platform>,
+    /// For the registry's basic or token flow; never stored, logged or echoed.
+    pub credentials: Option<RegistryCredentials>,
+    /// The filesystem's size; `None`: content x 1.5, at least 64 MiB.
+    pub size_bytes: Option<u64>,
+}
+
+impl OciSource {
+    pub fn parse(
+        reference: &str,
+        platform: Option<&str>,
+        credentials: Option<RegistryCredentials>,
+        size_bytes: Option<u64>,
+    ) -> Result<Self, DomainError> {
+        let parsed = Reference::parse(reference)
+            .map_err(|e| match e {
+                DomainError::InvalidInput { reason, .. } => DomainError::invalid("source.reference", reason),
+                other => other,
+            })?
+            .with_default_tag();
+        if size_bytes == Some(0) {
+            return Err(DomainError::invalid("source.sizeBytes", "must be positive"));
+        }
+        Ok(Self {
+            reference: parsed,
+            given: reference.to_owned(),
+            platform: platform.map(Platform::parse).transpose().map_err(|e| match e {
+                DomainError::InvalidInput { reason, .. } => DomainError::invalid("source.platform", reason),
+                other => other,
+            })?,
+            credentials,
+            size_bytes,
+        })
+    }
+}
+
+/// A registry login. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryCredentials(<redacted>)")
+    }
 }
 
 impl ImageSource {
@@ -37,6 +96,7 @@ impl ImageSource {
     pub fn expected_sha256(&self) -> Option<&str> {
         match self {
             ImageSource::Upload { sha256 } | ImageSource::Url { sha256, .. } => sha256.as_deref(),
+            ImageSource::Oci(_) => None,
         }
     }
 }

@@ -70,6 +70,9 @@ pub enum DomainError {
     UrlNotAllowed { reason: String },
     #[error("fetching the source failed: {reason}")]
     FetchFailed { reason: String },
+    /// An OCI image index without the platform asked for; `available` lists those it has.
+    #[error("the platform {wanted} is not in the image index; it has: {}", available.join(", "))]
+    PlatformNotFound { wanted: String, available: Vec<String> },
     #[error("checksum mismatch: expected sha256 {expected}, received {actual}")]
     ChecksumMismatch { expected: String, actual: String },
     #[error("content exceeds the limit of {limit} bytes")]
@@ -137,6 +140,7 @@ impl DomainError {
             DomainError::InvalidArchive { .. } => "invalid-archive",
             DomainError::UrlNotAllowed { .. } => "url-not-allowed",
             DomainError::FetchFailed { .. } => "fetch-failed",
+            DomainError::PlatformNotFound { .. } => "platform-not-found",
             DomainError::ChecksumMismatch { .. } => "checksum-mismatch",
             DomainError::TooLarge { .. } => "too-large",
             DomainError::RangeNotSatisfiable { .. } => "range-not-satisfiable",

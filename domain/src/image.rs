@@ -88,7 +88,7 @@ string_enum!(
 );
 string_enum!(
     /// Where the bytes came from.
-    SourceKind, "source" { Upload => "upload", Url => "url", DockerArchive => "docker-archive" }
+    SourceKind, "source" { Upload => "upload", Url => "url", DockerArchive => "docker-archive", Oci => "oci" }
 );
 string_enum!(
     /// The life cycle: `pending` waits for bytes, `importing` is being copied by the server,
@@ -109,6 +109,18 @@ string_enum!(
         UnsupportedKernelFormat => "unsupported-kernel-format",
         ArchitectureMismatch => "architecture-mismatch",
         Internal => "internal",
+    }
+);
+
+string_enum!(
+    /// Where a running import is: an OCI pull goes `resolving`, `pulling`, `flattening`,
+    /// `building`, then `storing`; other imports only `storing`.
+    ImportPhase, "phase" {
+        Resolving => "resolving",
+        Pulling => "pulling",
+        Flattening => "flattening",
+        Building => "building",
+        Storing => "storing",
     }
 );
 
@@ -163,8 +175,12 @@ pub struct Provenance {
     pub source: SourceKind,
     /// The source reference without credentials (a URL, an OCI reference, an archive name).
     pub reference: Option<String>,
-    /// `sha256:<hex>` of what was imported, once known.
+    /// `sha256:<hex>` of what was imported, once known; for OCI pulls the manifest's digest.
     pub digest: Option<String>,
+    /// OCI pulls: the digest of the image config.
+    pub config_digest: Option<String>,
+    /// OCI pulls: the platform pulled, e.g. `linux/amd64`.
+    pub platform: Option<String>,
     /// The token subject that created the image.
     pub imported_by: String,
     pub imported_at: DateTime<Utc>,
@@ -178,6 +194,8 @@ pub struct Status {
     pub reason_code: Option<ReasonCode>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
+    /// Where a running import is, when it says.
+    pub phase: Option<ImportPhase>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +236,7 @@ pub mod reserved {
     pub const IMPORTED_BY: &str = "strata.dev/imported-by";
     pub const REFERENCE: &str = "strata.dev/reference";
     pub const DIGEST: &str = "strata.dev/digest";
+    pub const PLATFORM: &str = "strata.dev/platform";
 }
 
 impl Image {
@@ -236,6 +255,9 @@ impl Image {
         }
         if let Some(d) = &self.provenance.digest {
             t.insert(reserved::DIGEST.to_owned(), d.clone());
+        }
+        if let Some(p) = &self.provenance.platform {
+            t.insert(reserved::PLATFORM.to_owned(), p.clone());
         }
         t
     }

@@ -11,6 +11,7 @@ mod m20261203_100001_upload_object_keys;
 mod m20261203_100002_job_runner;
 mod m20261203_100010_kernels;
 mod m20261203_100020_query_indexes;
+mod m20261203_100030_oci;
 mod m20261203_100040_kernel_jobs;
 mod m20261203_100050_docker;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_100002_job_runner::Migration),
             Box::new(m20261203_100010_kernels::Migration),
             Box::new(m20261203_100020_query_indexes::Migration),
+            Box::new(m20261203_100030_oci::Migration),
             Box::new(m20261203_100040_kernel_jobs::Migration),
             Box::new(m20261203_100050_docker::Migration),
         ]

@@ -20,6 +20,7 @@ mod kernel_pulls;
 mod kernels;
 mod metrics;
 mod oci_client;
+mod oci_import;
 mod oci_pull;
 mod openapi_spec;
 mod plans;

@@ -66,7 +66,7 @@ fn chown(p: &std::path::Path, uid: u32, gid: u32) {
 
 /// The layers the issue lists: whiteouts, an opaque directory, a hardlink, absolute and relative
 /// symlinks, a setuid root file, a file owned by 1000:1000 and a 0600 file.
-fn realistic_layers() -> Vec<crate::registry::BuiltLayer> {
+pub(crate) fn realistic_layers() -> Vec<crate::registry::BuiltLayer> {
     let base = tempfile::tempdir().unwrap();
     let b = base.path();
     for d in ["etc", "usr/bin", "usr/lib", "opt/app", "home/user", "tmp"] {

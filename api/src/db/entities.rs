@@ -40,6 +40,11 @@ pub mod images {
         pub revision: i64,
         /// The kernel the image boots with (RESTRICT: a referenced kernel cannot be deleted).
         pub kernel_id: Option<String>,
+        /// OCI pulls: the image config's digest and the platform pulled.
+        pub config_digest: Option<String>,
+        pub platform: Option<String>,
+        /// Where a running import is (`resolving` ... `storing`).
+        pub phase: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
 };
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
@@ -54,6 +55,9 @@ fn to_active(img: &Image) -> images::ActiveModel {
         updated_at: Set(micros(img.updated_at)),
         revision: Set(img.revision),
         kernel_id: Set(img.kernel_id.map(|k| k.to_string())),
+        config_digest: Set(img.provenance.config_digest.clone()),
+        platform: Set(img.provenance.platform.clone()),
+        phase: Set(img.status.phase.map(|p| p.to_string())),
     }
 }
 
@@ -80,6 +84,8 @@ fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Re
             source: m.source.parse()?,
             reference: m.reference,
             digest: m.digest,
+            config_digest: m.config_digest,
+            platform: m.platform,
             imported_by: m.imported_by,
             imported_at: from_micros(m.imported_at)?,
         },
@@ -89,6 +95,7 @@ fn from_row(m: images::Model, user_tags: BTreeMap<String, String>) -> anyhow::Re
             reason_code: m.reason_code.as_deref().map(str::parse).transpose()?,
             bytes_done: nonneg(m.bytes_done),
             bytes_total: m.bytes_total.map(nonneg),
+            phase: m.phase.as_deref().map(str::parse).transpose()?,
         },
         size_bytes: m.size_bytes.map(nonneg),
         sha256: m.sha256,
@@ -293,7 +300,15 @@ pub async fn mark_ready_in<C: ConnectionTrait>(
     size: u64,
     sha256: &str,
 ) -> DbResult<bool> {
-    let digest = format!("sha256:{sha256}");
+    // An import that knows a better digest (an OCI manifest's) has recorded it already.
+    let known = images::Entity::find_by_id(id.to_string())
+        .select_only()
+        .column(images::Column::Digest)
+        .into_tuple::<Option<String>>()
+        .one(txn)
+        .await?
+        .flatten();
+    let digest = known.unwrap_or_else(|| format!("sha256:{sha256}"));
     let res = images::Entity::update_many()
         .col_expr(images::Column::State, Expr::value(ImageState::Ready.to_string()))
         .col_expr(images::Column::Reason, Expr::value(Option::<String>::None))
@@ -304,6 +319,7 @@ pub async fn mark_ready_in<C: ConnectionTrait>(
         .col_expr(images::Column::BytesTotal, Expr::value(size as i64))
         .col_expr(images::Column::Sha256, Expr::value(sha256.to_owned()))
         .col_expr(images::Column::Digest, Expr::value(digest.clone()))
+        .col_expr(images::Column::Phase, Expr::value(Option::<String>::None))
         .col_expr(images::Column::UpdatedAt, Expr::value(micros(now())))
         .col_expr(images::Column::Revision, Expr::col(images::Column::Revision).add(1))
         .filter(images::Column::Id.eq(id.to_string()))

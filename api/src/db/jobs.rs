@@ -6,7 +6,7 @@ use crate::db::Db;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use strata_domain::ids::{BlobId, ImageId, KernelId, OrganizationId, RegionId};
-use strata_domain::image::{Image, ImageState, ReasonCode};
+use strata_domain::image::{Image, ImageState, ImportPhase, ReasonCode};
 use strata_domain::kernel::{Artifacts, Kernel, KernelArtifact, KernelFormat};
 use strata_providers::BlobKey;
 
@@ -273,6 +273,7 @@ pub async fn heartbeat(
     lease_until: i64,
     bytes_done: u64,
     bytes_total: Option<u64>,
+    phase: Option<ImportPhase>,
 ) -> DbResult<bool> {
     let res = import_jobs::Entity::update_many()
         .col_expr(import_jobs::Column::LeaseExpiresAt, Expr::value(lease_until))
@@ -284,10 +285,13 @@ pub async fn heartbeat(
     }
     match job.target {
         JobTarget::Image(image) => {
-            images::Entity::update_many()
+            let mut upd = images::Entity::update_many()
                 .col_expr(images::Column::BytesDone, Expr::value(bytes_done as i64))
-                .col_expr(images::Column::BytesTotal, Expr::value(bytes_total.map(|b| b as i64)))
-                .filter(images::Column::Id.eq(image.to_string()))
+                .col_expr(images::Column::BytesTotal, Expr::value(bytes_total.map(|b| b as i64)));
+            if let Some(p) = phase {
+                upd = upd.col_expr(images::Column::Phase, Expr::value(p.to_string()));
+            }
+            upd.filter(images::Column::Id.eq(image.to_string()))
                 .filter(images::Column::State.eq(ImageState::Importing.to_string()))
                 .exec(db)
                 .await?;

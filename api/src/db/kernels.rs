@@ -105,6 +105,7 @@ fn from_row(
             reason_code: m.reason_code.as_deref().map(str::parse).transpose()?,
             bytes_done,
             bytes_total,
+            phase: None,
         },
         expected_sha256: m.expected_sha256,
         artifacts,

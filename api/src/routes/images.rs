@@ -51,14 +51,14 @@ async fn list_images(
     Ok(res.json(page.items.iter().map(ImageView::from).collect::<Vec<_>>()))
 }
 
-/// Create an image (state `pending`); upload its bytes with `PUT .../file`
+/// Create an image: `pending` for uploads (`PUT .../file`), `importing` for URL imports and OCI pulls
 #[utoipa::path(
     tag = "images",
     operation_id = "createImage",
     params(OrgRegionPath),
     request_body = CreateImageRequest,
     responses(
-        (status = 201, description = "Created, in state `pending`", body = ImageView,
+        (status = 201, description = "Created, in state `pending` (upload) or `importing` (URL, OCI)", body = ImageView,
             headers(("Location" = String, description = "URL of the new image"), ("ETag" = String, description = "Revision"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -67,7 +67,7 @@ async fn list_images(
         (status = 409, description = "`name-taken`: an image of that name exists in this organization (or among global images) in this region; `quota-exceeded`: the organization's image count or concurrent imports would exceed its quota (the message says which)", body = crate::error::ErrorBody),
         (status = 413, description = "`too-large`: the JSON body exceeds 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported-media-type`: send `application/json`", body = crate::error::ErrorBody),
-        (status = 422, description = "`invalid-kernel`: `kernelId` names a kernel this image cannot use (not visible to the image's organization, another region or architecture, not `ready`). URL imports, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first 512 bytes), `unsupported-disk-format` (the first 512 bytes are not a raw disk)", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid-kernel`: `kernelId` names a kernel this image cannot use (not visible to the image's organization, another region or architecture, not `ready`). URL imports, checked before anything is created: `url-not-allowed` (scheme, port, deny list, or an address that is not public, also after a redirect), `fetch-failed` (upstream status, timeout or connection error while reading the first 512 bytes), `unsupported-disk-format` (the first 512 bytes are not a raw disk). OCI pulls, checked before anything is created: `url-not-allowed` (the registry's address or port is refused by the import policy), `fetch-failed` (the registry refused or lacks the manifest, or could not be reached; the message gives its answer), `platform-not-found` (the index has no manifest for the platform; the message lists those it has)", body = crate::error::ErrorBody),
         (status = 500, response = Internal),
     ),
     security(("bearer" = []))

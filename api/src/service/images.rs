@@ -4,8 +4,8 @@ use strata_domain::access::Principal;
 use strata_domain::command::{CreateImage, ImageSource, PatchImage};
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
 use strata_domain::image::{
-    DiskFormat, Image, ImageKind, ImageState, Provenance, SourceKind, Status, Visibility, check_if_match,
-    if_range_holds,
+    DiskFormat, Image, ImageKind, ImageState, ImportPhase, OsInfo, Provenance, SourceKind, Status, Visibility,
+    check_if_match, if_range_holds,
 };
 use strata_domain::query::{ImageQuery, V1_DEFAULT_LIMIT, V1_MAX_LIMIT};
 use strata_domain::range::{RangeRequest, parse_range};
@@ -19,6 +19,7 @@ use crate::db::tenant::OrgImages;
 use crate::error::{ApiError, ApiResult};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
 use crate::service::imports::{UrlImport, UrlRequest};
+use crate::service::oci::{OciImport, OciRequest};
 use crate::state::AppState;
 use crate::tenancy::{ImagesWrite, OrgRegion};
 
@@ -67,13 +68,10 @@ pub async fn list<S>(
 }
 
 pub async fn create(st: &AppState, access: &OrgRegion<ImagesWrite>, cmd: CreateImage) -> ApiResult<Image> {
-    let url = match &cmd.source {
-        ImageSource::Url { url, .. } => Some(url.clone()),
-        ImageSource::Upload { .. } => None,
-    };
+    let source = cmd.source.clone();
     // Everything that needs no network is checked first.
     let img = new_image(access, &access.principal, cmd)?;
-    persist_new(st, img, url).await
+    persist_new(st, img, source).await
 }
 
 /// Creates a global image from a URL for the operator's defaults (no caller to authorise: the
@@ -84,19 +82,41 @@ pub(crate) async fn create_global_from_url(
     subject: &str,
     cmd: CreateImage,
 ) -> ApiResult<Image> {
-    let url = match &cmd.source {
-        ImageSource::Url { url, .. } => Some(url.clone()),
-        ImageSource::Upload { .. } => None,
-    };
+    let source = cmd.source.clone();
     let img = build_image(region, None, subject, cmd);
-    persist_new(st, img, url).await
+    persist_new(st, img, source).await
 }
 
-async fn persist_new(st: &AppState, mut img: Image, url: Option<String>) -> ApiResult<Image> {
+async fn persist_new(st: &AppState, mut img: Image, source: ImageSource) -> ApiResult<Image> {
     crate::service::kernels::check_for_image(st, &img).await?;
-    match url {
-        None => db::images::insert(&st.db, &img, quota(st, &img)).await?,
-        Some(url) => {
+    match source {
+        ImageSource::Upload { .. } => db::images::insert(&st.db, &img, quota(st, &img)).await?,
+        ImageSource::Oci(source) => {
+            let checked = st
+                .jobs
+                .check::<OciImport>(OciRequest {
+                    source: *source,
+                    architecture: img.architecture,
+                })
+                .await?;
+            let spec = &checked.spec;
+            img.provenance.reference = checked.reference.clone();
+            img.provenance.digest = Some(spec.manifest_digest.clone());
+            img.provenance.config_digest = Some(spec.config_digest.clone());
+            img.provenance.platform = Some(spec.platform.clone());
+            if img.os.is_none()
+                && let Some(family) = &spec.os
+            {
+                img.os = Some(OsInfo {
+                    family: family.clone(),
+                    distro: None,
+                    version: None,
+                });
+            }
+            img.status.phase = Some(ImportPhase::Resolving);
+            st.jobs.start_image::<OciImport>(&img, checked).await?;
+        }
+        ImageSource::Url { url, .. } => {
             let checked = st
                 .jobs
                 .check::<UrlImport>(UrlRequest {
@@ -132,6 +152,12 @@ fn build_image(region: &RegionId, org: Option<OrganizationId>, subject: &str, cm
     let (source, state) = match cmd.source {
         ImageSource::Upload { .. } => (SourceKind::Upload, ImageState::Pending),
         ImageSource::Url { .. } => (SourceKind::Url, ImageState::Importing),
+        ImageSource::Oci(_) => (SourceKind::Oci, ImageState::Importing),
+    };
+    // An OCI pull gives a root filesystem; everything else a whole disk.
+    let (kind, disk_format) = match source {
+        SourceKind::Oci => (ImageKind::Rootfs, DiskFormat::Ext4),
+        _ => (ImageKind::Disk, DiskFormat::Raw),
     };
     let expected_sha256 = cmd.source.expected_sha256().map(str::to_owned);
     let now = db::now();
@@ -142,8 +168,8 @@ fn build_image(region: &RegionId, org: Option<OrganizationId>, subject: &str, cm
         organization_id: org,
         region_id: region.clone(),
         visibility,
-        kind: ImageKind::Disk,
-        disk_format: DiskFormat::Raw,
+        kind,
+        disk_format,
         architecture: cmd.architecture,
         os: cmd.os,
         tags: cmd.tags,
@@ -152,6 +178,8 @@ fn build_image(region: &RegionId, org: Option<OrganizationId>, subject: &str, cm
             source,
             reference: None,
             digest: None,
+            config_digest: None,
+            platform: None,
             imported_by: subject.to_owned(),
             imported_at: now,
         },
@@ -161,6 +189,7 @@ fn build_image(region: &RegionId, org: Option<OrganizationId>, subject: &str, cm
             reason_code: None,
             bytes_done: 0,
             bytes_total: None,
+            phase: None,
         },
         size_bytes: None,
         sha256: None,

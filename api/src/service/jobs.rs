@@ -15,7 +15,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, OrganizationId, RegionId};
-use strata_domain::image::{Image, ReasonCode};
+use strata_domain::image::{Image, ImportPhase, ReasonCode};
 use strata_domain::kernel::{Artifacts, Kernel, KernelArtifact, KernelFormat};
 use strata_providers::BlobKey;
 use tokio::sync::{Semaphore, watch};
@@ -147,9 +147,30 @@ pub struct Attempt<'a> {
     quotas: &'a QuotaConfig,
     done: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
+    /// 0: not said; otherwise 1 + the index in [`ImportPhase::ALL`].
+    phase: Arc<AtomicU8>,
 }
 
 impl Attempt<'_> {
+    /// Where the attempt is, published as `status.phase` with the next heartbeat.
+    pub fn set_phase(&self, phase: ImportPhase) {
+        self.reporter().set_phase(phase);
+    }
+
+    /// A handle for setting the phase and progress from other tasks and blocking threads.
+    pub fn reporter(&self) -> Reporter {
+        Reporter {
+            done: self.done.clone(),
+            total: self.total.clone(),
+            phase: self.phase.clone(),
+        }
+    }
+
+    fn phase(&self) -> Option<ImportPhase> {
+        let i = self.phase.load(Ordering::Relaxed) as usize;
+        i.checked_sub(1).and_then(|i| ImportPhase::ALL.get(i).copied())
+    }
+
     /// Where this attempt stores a kernel's artifact; `None` unless the target is a kernel.
     pub fn kernel_key(&self, artifact: KernelArtifact) -> Option<BlobKey> {
         match self.job.target {
@@ -191,6 +212,26 @@ impl Attempt<'_> {
     /// The upload ledger of this region (multipart uploads a takeover may have to abort).
     pub fn ledger(&self) -> db::uploads::DbLedger<'_> {
         db::uploads::DbLedger(self.db, &self.region.policy.id)
+    }
+}
+
+/// Progress and phase of an attempt, for tasks that outlive a borrow of it.
+#[derive(Clone)]
+pub struct Reporter {
+    done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+    phase: Arc<AtomicU8>,
+}
+
+impl Reporter {
+    pub fn set_phase(&self, phase: ImportPhase) {
+        let i = ImportPhase::ALL.iter().position(|p| *p == phase).map_or(0, |i| i + 1);
+        self.phase.store(i as u8, Ordering::Relaxed);
+    }
+
+    pub fn progress(&self, done: u64, total: u64) {
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
     }
 }
 
@@ -603,6 +644,7 @@ impl JobRunner {
             quotas: &self.quotas,
             done: Arc::new(AtomicU64::new(0)),
             total: Arc::new(AtomicU64::new(u64::MAX)),
+            phase: Arc::new(AtomicU8::new(0)),
         };
         let work = kind.run_json(&attempt, &job.spec, secret);
         let heartbeat = async {
@@ -614,7 +656,7 @@ impl JobRunner {
                 let t = attempt.total.load(Ordering::Relaxed);
                 let t = (t != u64::MAX).then_some(t);
                 let n = attempt.done.load(Ordering::Relaxed);
-                match db::jobs::heartbeat(&self.db, job, &self.owner, self.lease_until(), n, t).await {
+                match db::jobs::heartbeat(&self.db, job, &self.owner, self.lease_until(), n, t, attempt.phase()).await {
                     Ok(true) => {}
                     Ok(false) => return,
                     // a database hiccup: keep going; the lease is still ours for a while

@@ -220,6 +220,7 @@ pub(crate) async fn create_unchecked(
             reason_code: None,
             bytes_done: 0,
             bytes_total: None,
+            phase: None,
         },
         expected_sha256: match entry {
             Some(e) => Some(e.sha256.clone()),

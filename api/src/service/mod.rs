@@ -10,6 +10,7 @@ pub mod imports;
 pub mod jobs;
 pub mod kernel_pull;
 pub mod kernels;
+pub mod oci;
 pub mod query;
 pub mod session;
 pub mod sweeper;

@@ -1,0 +1,664 @@
+//! OCI pulls through the API (issue 11): a real `docker-registry` on 127.0.0.1, images built by
+//! the tests and pushed with skopeo, the job runner pulling them into ext4 root filesystems that
+//! are then downloaded and checked with debugfs and e2fsck, not with the code that wrote them.
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::registry::{ImageSpec, Registry, push, small_layers};
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::harness::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(crate::harness::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// Loopback registries are allowed for the tests (the default policy refuses them), spoken to
+/// over plain HTTP.
+fn oci_cfg(reg: &Registry) -> impl FnOnce(&mut strata_api::Config) + use<> {
+    let addr = reg.addr.clone();
+    move |cfg| {
+        crate::imports::import_cfg(cfg);
+        cfg.imports.idle_timeout_secs = 10;
+        cfg.imports.peek_timeout_secs = 10;
+        cfg.oci.insecure_registries = vec![addr];
+        cfg.oci.tool_timeout_secs = 120;
+    }
+}
+
+fn images_url(app: &TestApp) -> String {
+    format!("{}/images", app.v1("acme", "local"))
+}
+
+async fn create(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    app.req(Method::POST, &images_url(app), token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls until `done`, recording every `status.phase` seen on the way.
+async fn wait_for(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    secs: u64,
+    phases: &mut Vec<String>,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let url = format!("{}/{id}", images_url(app));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let img = expect_status(app.req(Method::GET, &url, token).send().await.unwrap(), StatusCode::OK).await;
+        if let Some(p) = img["status"]["phase"].as_str()
+            && phases.last().map(String::as_str) != Some(p)
+        {
+            phases.push(p.to_owned());
+        }
+        if done(&img) {
+            return img;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting; image is {img}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn settled(img: &Value) -> bool {
+    img["status"]["state"] == "ready" || img["status"]["state"] == "failed"
+}
+
+fn debugfs(img: &std::path::Path, req: &str) -> String {
+    let out = Command::new("debugfs").arg("-R").arg(req).arg(img).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Downloads the image's file and checks it with e2fsck; returns where it is.
+async fn download_ext4(app: &TestApp, token: &str, id: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let res = app
+        .req(Method::GET, &format!("{}/{id}/file", images_url(app)), token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = res.bytes().await.unwrap();
+    let path = dir.join("rootfs.ext4");
+    std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&path).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    path
+}
+
+/// Job directories (empty or not) and files left in OCI staging.
+fn staging_left(app: &TestApp) -> Vec<std::path::PathBuf> {
+    let dir = app.cfg.data_dir.join("oci-staging");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The realistic layers, then 48 MiB that do not compress: long enough in each phase for a
+/// heartbeat to publish it (and for a kill -9 to land in it).
+fn noisy_layers() -> Vec<crate::registry::BuiltLayer> {
+    let mut layers = crate::oci_pull::realistic_layers();
+    let big = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(big.path().join("opt")).unwrap();
+    let mut noise = vec![0u8; 48 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(big.path().join("opt/noise.bin"), &noise).unwrap();
+    layers.push(crate::registry::layer_from_dir(big.path()));
+    layers
+}
+
+on_both!(pulls_to_a_ready_rootfs);
+async fn pulls_to_a_ready_rootfs(backend: Backend) {
+    let reg = Registry::start(None).await;
+    let layers = noisy_layers();
+    let pushed = push(&reg, "library/debian", "bookworm", &[ImageSpec::amd64(&layers)], None);
+    let (manifest, config, _) = pushed.manifests[0].clone();
+    run(backend, oci_cfg(&reg), |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let reference = format!("{}/library/debian:bookworm", reg.addr);
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
+        let img = expect_status(res, StatusCode::CREATED).await;
+        // the default name, the kind, provenance and reserved tags, all before the pull ends
+        assert_eq!(img["name"], "debian-bookworm");
+        assert_eq!(img["kind"], "rootfs");
+        assert_eq!(img["diskFormat"], "ext4");
+        assert_eq!(img["status"]["state"], "importing");
+        assert_eq!(img["provenance"]["source"], "oci");
+        assert_eq!(img["provenance"]["reference"], reference);
+        assert_eq!(img["provenance"]["digest"], manifest);
+        assert_eq!(img["provenance"]["configDigest"], config);
+        assert_eq!(img["provenance"]["platform"], "linux/amd64");
+        assert_eq!(img["tags"]["strata.dev/source"], "oci");
+        assert_eq!(img["tags"]["strata.dev/reference"], reference);
+        assert_eq!(img["tags"]["strata.dev/digest"], manifest);
+        assert_eq!(img["tags"]["strata.dev/platform"], "linux/amd64");
+        assert_eq!(img["os"]["family"], "linux");
+        let id = img["id"].as_str().unwrap().to_owned();
+
+        // the default name is taken now: 409, and nothing else is created
+        let again = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
+        expect_error(again, StatusCode::CONFLICT, "name-taken").await;
+
+        let mut phases = vec!["resolving".to_owned()];
+        let ready = wait_for(&app, &t, &id, 120, &mut phases, settled).await;
+        assert_eq!(ready["status"]["state"], "ready", "{ready}");
+        assert!(ready["status"]["phase"].is_null(), "{ready}");
+        assert!(phases.len() >= 2, "some later phase was seen: {phases:?}");
+        let order = ["resolving", "pulling", "flattening", "building", "storing"];
+        let idx: Vec<usize> = phases
+            .iter()
+            .map(|p| {
+                order
+                    .iter()
+                    .position(|o| o == p)
+                    .unwrap_or_else(|| panic!("unknown phase {p}"))
+            })
+            .collect();
+        assert!(idx.windows(2).all(|w| w[0] < w[1]), "phases in order: {phases:?}");
+        // the manifest digest stays the provenance digest; the file's own hash is `sha256`
+        assert_eq!(ready["provenance"]["digest"], manifest);
+        assert_eq!(ready["tags"]["strata.dev/digest"], manifest);
+        let size = ready["sizeBytes"].as_u64().unwrap();
+        assert!(size >= 64 << 20, "{ready}");
+        assert_eq!(ready["status"]["bytesDone"], size);
+
+        let dir = tempfile::tempdir().unwrap();
+        let img = download_ext4(&app, &t, &id, dir.path()).await;
+        let bytes = std::fs::read(&img).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        use sha2::Digest as _;
+        assert_eq!(ready["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+        let stat = |p: &str| debugfs(&img, &format!("stat {p}"));
+        assert!(stat("/usr/bin/su").contains("Mode:  04755"), "{}", stat("/usr/bin/su"));
+        assert!(
+            stat("/usr/bin/su").contains("User:     0   Group:     0"),
+            "{}",
+            stat("/usr/bin/su")
+        );
+        assert!(
+            stat("/home/user/notes").contains("User:  1000   Group:  1000"),
+            "{}",
+            stat("/home/user/notes")
+        );
+        assert!(stat("/etc/shadow").contains("Mode:  0600"), "{}", stat("/etc/shadow"));
+        assert!(stat("/lib").contains("Fast link dest: \"usr/lib\""), "{}", stat("/lib"));
+        let app_dir = debugfs(&img, "ls /opt/app");
+        assert!(
+            app_dir.contains("new.conf") && !app_dir.contains("old.conf"),
+            "opaque: {app_dir}"
+        );
+
+        assert!(staging_left(&app).is_empty(), "staging: {:?}", staging_left(&app));
+
+        // a digest reference: the default name is REPO-<12 hex>, and the same manifest
+        let by_digest = format!("{}/library/debian@{manifest}", reg.addr);
+        let res = create(
+            &app,
+            &t,
+            json!({"source": {"type": "oci", "reference": by_digest, "platform": "linux/amd64"}}),
+        )
+        .await;
+        let img2 = expect_status(res, StatusCode::CREATED).await;
+        let hex12 = &manifest["sha256:".len().."sha256:".len() + 12];
+        assert_eq!(img2["name"], format!("debian-{hex12}"));
+        assert_eq!(img2["provenance"]["digest"], manifest);
+        let done = wait_for(&app, &t, img2["id"].as_str().unwrap(), 120, &mut Vec::new(), settled).await;
+        assert_eq!(done["status"]["state"], "ready", "{done}");
+        assert_eq!(done["sizeBytes"], ready["sizeBytes"], "the same content, the same size");
+        assert!(staging_left(&app).is_empty());
+    })
+    .await;
+}
+
+on_both!(refuses_before_creating);
+async fn refuses_before_creating(backend: Backend) {
+    let reg = Registry::start(None).await;
+    let layers = small_layers();
+    push(
+        &reg,
+        "team/multi",
+        "v1",
+        &[
+            ImageSpec {
+                layers: &layers,
+                os: "linux",
+                architecture: "arm64",
+                config: json!({}),
+            },
+            ImageSpec {
+                layers: &layers,
+                os: "linux",
+                architecture: "s390x",
+                config: json!({}),
+            },
+        ],
+        None,
+    );
+    run(backend, oci_cfg(&reg), |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        // a missing tag: the registry's answer
+        let missing = format!("{}/team/multi:nope", reg.addr);
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": missing}})).await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
+        assert!(body["message"].as_str().unwrap().contains("no manifest"), "{body}");
+        // an index without the default platform (linux/amd64): the ones it has are listed
+        let multi = format!("{}/team/multi:v1", reg.addr);
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": multi}})).await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "platform-not-found").await;
+        let msg = body["message"].as_str().unwrap();
+        assert!(msg.contains("linux/arm64") && msg.contains("linux/s390x"), "{body}");
+        // a bad reference, a bad platform, a name missing where it has no default
+        let res = create(
+            &app,
+            &t,
+            json!({"source": {"type": "oci", "reference": "UPPER/Case:x"}}),
+        )
+        .await;
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+        let res = create(
+            &app,
+            &t,
+            json!({"source": {"type": "oci", "reference": multi, "platform": "linux"}}),
+        )
+        .await;
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+        let res = create(&app, &t, json!({"source": {"type": "upload"}})).await;
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+        // a private address is refused by the address policy before any connection
+        let res = create(
+            &app,
+            &t,
+            json!({"source": {"type": "oci", "reference": "10.0.0.1:5000/a/b:c"}}),
+        )
+        .await;
+        expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "url-not-allowed").await;
+        // nothing was created
+        let list = expect_status(
+            app.req(Method::GET, &images_url(&app), &t).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+        // the platform that is there pulls, with an explicit name
+        let res = create(
+            &app,
+            &t,
+            json!({"name": "multi-arm", "source": {"type": "oci", "reference": multi, "platform": "linux/arm64"}}),
+        )
+        .await;
+        let img = expect_status(res, StatusCode::CREATED).await;
+        assert_eq!(img["provenance"]["platform"], "linux/arm64");
+        assert_eq!(img["tags"]["strata.dev/platform"], "linux/arm64");
+        let done = wait_for(&app, &t, img["id"].as_str().unwrap(), 120, &mut Vec::new(), settled).await;
+        assert_eq!(done["status"]["state"], "ready", "{done}");
+    })
+    .await;
+}
+
+/// Everything the server logs while these tests run (installed once per test process).
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct W(&'static Mutex<Vec<u8>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || W(buf))
+            .try_init();
+        buf
+    })
+}
+
+on_both!(credentials_are_used_and_never_shown);
+async fn credentials_are_used_and_never_shown(backend: Backend) {
+    let logs = captured_logs();
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let reg = Registry::start(Some(("puller", &password))).await;
+    let layers = small_layers();
+    push(
+        &reg,
+        "private/app",
+        "1.0",
+        &[ImageSpec::amd64(&layers)],
+        Some(("puller", &password)),
+    );
+    let pw = password.clone();
+    run(backend, oci_cfg(&reg), |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let reference = format!("{}/private/app:1.0", reg.addr);
+        // without credentials, or with wrong ones: the registry refuses
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
+        assert!(body["message"].as_str().unwrap().contains("refused"), "{body}");
+        let wrong = json!({"source": {"type": "oci", "reference": reference,
+            "credentials": {"username": "puller", "password": "wrong"}}});
+        expect_error(
+            create(&app, &t, wrong).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch-failed",
+        )
+        .await;
+
+        let body = json!({"source": {"type": "oci", "reference": reference,
+            "credentials": {"username": "puller", "password": pw}}});
+        let img = expect_status(create(&app, &t, body).await, StatusCode::CREATED).await;
+        assert_eq!(img["name"], "app-1.0");
+        let id = img["id"].as_str().unwrap().to_owned();
+        let mut shown = vec![img.to_string()];
+        let ready = wait_for(&app, &t, &id, 120, &mut Vec::new(), settled).await;
+        assert_eq!(ready["status"]["state"], "ready", "{ready}");
+        shown.push(ready.to_string());
+        let list = app.req(Method::GET, &images_url(&app), &t).send().await.unwrap();
+        shown.push(list.text().await.unwrap());
+        for s in &shown {
+            assert!(!s.contains(&pw), "the password is shown: {s}");
+        }
+        download_ext4(&app, &t, &id, tempfile::tempdir().unwrap().path()).await;
+    })
+    .await;
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    assert!(!logs.contains(&password), "the password is in the logs");
+}
+
+/// kill -9 while a pull is flattening or building: the restarted process takes the job over once
+/// the lease expires, removes the dead attempt's staging directory, and finishes it; nothing is
+/// left in staging, in the cache's temp files or in storage but the one image.
+async fn crash_during_pull(database_url: Option<String>) {
+    use crate::cli::{serve, strata};
+    let reg = Registry::start(None).await;
+    let layers = noisy_layers();
+    push(&reg, "library/big", "1", &[ImageSpec::amd64(&layers)], None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cfg = dir.path().join("strata.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[imports]\nallow_hosts = [\"127.0.0.1\"]\nlease_secs = 2\npoll_interval_ms = 100\n\n[oci]\ninsecure_registries = [\"{}\"]\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let env: Vec<(&str, &str)> = database_url
+        .as_deref()
+        .map(|u| vec![("STRATA__DATABASE__URL", u)])
+        .unwrap_or_default();
+    let mut first = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
+    let token = strata(&["token", "--config", c, "--data-dir", d, "--org", "acme"])
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let images = format!("{}/api/v1/organizations/acme/regions/local/images", first.base);
+    let reference = format!("{}/library/big:1", reg.addr);
+    let res = client
+        .post(&images)
+        .bearer_auth(&token)
+        .json(&json!({"source": {"type": "oci", "reference": reference}}))
+        .send()
+        .await
+        .unwrap();
+    let img = expect_status(res, StatusCode::CREATED).await;
+    let id = img["id"].as_str().unwrap().to_owned();
+    let staging = dir.path().join("oci-staging");
+    // The pull is quick: watch its staging directory and kill as soon as it flattens
+    // (`tree/`) or builds (`rootfs.ext4`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let killed_in = loop {
+        let found = std::fs::read_dir(&staging).ok().and_then(|jobs| {
+            jobs.flatten().find_map(|j| {
+                if j.path().join("rootfs.ext4").exists() {
+                    Some("building")
+                } else if j.path().join("tree").exists() {
+                    Some("flattening")
+                } else {
+                    None
+                }
+            })
+        });
+        if let Some(phase) = found {
+            first.child.kill().unwrap(); // SIGKILL
+            first.child.wait().unwrap();
+            break phase;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pull never flattened or built"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(
+        std::fs::read_dir(&staging).unwrap().flatten().next().is_some(),
+        "the dead attempt ({killed_in}) left its staging directory"
+    );
+
+    let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
+    let url = format!("{}/api/v1/organizations/acme/regions/local/images/{id}", second.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let ready = loop {
+        let img = expect_status(
+            client.get(&url).bearer_auth(&token).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        if img["status"]["state"] != "importing" {
+            break img;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still importing: {img}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready["status"]["state"], "ready", "killed in {killed_in}: {ready}");
+    assert!(
+        std::fs::read_dir(&staging)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+            .is_empty(),
+        "staging left: {:?}",
+        std::fs::read_dir(&staging)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    );
+    let cache_tmp = dir.path().join("oci-cache").join("tmp");
+    assert!(
+        files_under(&cache_tmp).is_empty(),
+        "cache temp files left: {:?}",
+        files_under(&cache_tmp)
+    );
+    let stored = files_under(&dir.path().join("blobs"));
+    assert_eq!(stored.len(), 1, "storage holds the one image only: {stored:?}");
+    let file = client
+        .get(format!("{url}/file"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let bytes = file.bytes().await.unwrap();
+    assert_eq!(Some(bytes.len() as u64), ready["sizeBytes"].as_u64());
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_pull_sqlite() {
+    crash_during_pull(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_pull_postgres() {
+    crash_during_pull(Some(fresh_pg_database().await)).await;
+}
+
+on_both!(failures_are_typed_and_leave_nothing);
+async fn failures_are_typed_and_leave_nothing(backend: Backend) {
+    use crate::registry::layer_from_tar;
+    let reg = Registry::start(None).await;
+    // a layer whose entry climbs out with `..` (GNU tar -P keeps it)
+    let evil_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(evil_dir.path().join("a")).unwrap();
+    std::fs::write(evil_dir.path().join("evil"), "x").unwrap();
+    let tar = Command::new("tar")
+        .args(["-P", "-C"])
+        .arg(evil_dir.path().join("a"))
+        .args(["-cf", "-", "../evil"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    push(
+        &reg,
+        "evil/dotdot",
+        "v1",
+        &[ImageSpec::amd64(&[layer_from_tar(&tar.stdout)])],
+        None,
+    );
+    // a layer blob the registry's storage no longer matches
+    let layers = small_layers();
+    let pushed = push(&reg, "team/tampered", "v1", &[ImageSpec::amd64(&layers)], None);
+    let hex = pushed.manifests[0].2[0].trim_start_matches("sha256:").to_owned();
+    let file = reg.blob_file(&hex);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&file, bytes).unwrap();
+    // other blobs than the tampered ones (the registry stores blobs by digest)
+    let fine_dir = tempfile::tempdir().unwrap();
+    std::fs::write(fine_dir.path().join("fine"), "fine\n").unwrap();
+    let fine = [crate::registry::layer_from_dir(fine_dir.path())];
+    push(&reg, "team/fine", "v1", &[ImageSpec::amd64(&fine)], None);
+    let configure = oci_cfg(&reg);
+    let cfg = move |c: &mut strata_api::Config| {
+        configure(c);
+        c.quotas.max_bytes = 200 << 20;
+    };
+    run(backend, cfg, |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let cases = [
+            (
+                json!({"type": "oci", "reference": format!("{}/evil/dotdot:v1", reg.addr)}),
+                "invalid-archive",
+                "..",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/team/tampered:v1", reg.addr)}),
+                "invalid-archive",
+                "hashes to",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/team/fine:v1", reg.addr), "sizeBytes": 1 << 20}),
+                "too-large",
+                "",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/team/fine:v1", reg.addr), "sizeBytes": 300 << 20}),
+                "quota-exceeded",
+                "",
+            ),
+        ];
+        for (i, (source, code, says)) in cases.into_iter().enumerate() {
+            let res = create(&app, &t, json!({"name": format!("case-{i}"), "source": source})).await;
+            let img = expect_status(res, StatusCode::CREATED).await;
+            let done = wait_for(&app, &t, img["id"].as_str().unwrap(), 60, &mut Vec::new(), settled).await;
+            assert_eq!(done["status"]["state"], "failed", "{done}");
+            assert_eq!(done["status"]["reasonCode"], code, "{done}");
+            assert!(done["status"]["phase"].is_null(), "{done}");
+            assert!(done["status"]["reason"].as_str().unwrap().contains(says), "{done}");
+            assert!(staging_left(&app).is_empty(), "staging: {:?}", staging_left(&app));
+        }
+        assert!(!evil_dir.path().parent().unwrap().join("evil").exists());
+        assert!(app.stored().await.is_empty(), "stored: {:?}", app.stored().await);
+        let tmp = app.cfg.data_dir.join("oci-cache").join("tmp");
+        assert!(files_under(&tmp).is_empty(), "cache temp: {:?}", files_under(&tmp));
+    })
+    .await;
+}
+
+on_both!(deleting_a_pulling_image_cancels_it);
+async fn deleting_a_pulling_image_cancels_it(backend: Backend) {
+    let reg = Registry::start(None).await;
+    let layers = noisy_layers();
+    push(&reg, "library/big", "1", &[ImageSpec::amd64(&layers)], None);
+    run(backend, oci_cfg(&reg), |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let reference = format!("{}/library/big:1", reg.addr);
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
+        let img = expect_status(res, StatusCode::CREATED).await;
+        let id = img["id"].as_str().unwrap().to_owned();
+        let staging = app.cfg.data_dir.join("oci-staging");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_dir(&staging)
+            .map(|d| d.flatten().any(|j| j.path().join("tree").exists()))
+            .unwrap_or(false)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "the pull never flattened");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let res = app
+            .req(Method::DELETE, &format!("{}/{id}", images_url(&app)), &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        // the attempt sees its lease gone at the next heartbeat, stops, and removes its staging
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !staging_left(&app).is_empty() || !app.stored().await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "left: {:?} {:?}",
+                staging_left(&app),
+                app.stored().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // and stays clean once every blocking step has seen the cancel
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(staging_left(&app).is_empty(), "{:?}", staging_left(&app));
+        assert!(app.stored().await.is_empty());
+    })
+    .await;
+}
