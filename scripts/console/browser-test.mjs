@@ -392,6 +392,10 @@ await scenario('import from a URL: the new image shows live progress and reaches
   await page.goto(`${base}/console/#/images`);
   await page.getByRole('button', { name: 'Import image…' }).click();
   await page.getByLabel('Name').last().fill('slow-import');
+  // every source type the server's OpenAPI document lists is offered, OCI pulls included
+  await page.getByLabel('Pull from an OCI registry').check();
+  await page.getByLabel('Reference').fill('127.0.0.1:1/library/debian:bookworm');
+  assert((await page.getByLabel('Registry password').getAttribute('type')) === 'password', 'the registry password is masked');
   await page.getByLabel('Import from a URL').check();
   await page.getByLabel('URL', { exact: true }).fill(slowUrl);
   await page.getByRole('button', { name: 'Import', exact: true }).click();

@@ -24,9 +24,55 @@ const SOURCES = [
     },
     source: (f) => ({ type: 'url', url: f.url.value.trim(), ...(f.sha.value.trim() ? { sha256: f.sha.value.trim() } : {}) }),
   },
+  {
+    id: 'oci',
+    label: 'Pull from an OCI registry',
+    nameOptional: true,
+    fields() {
+      const reference = h('input', { type: 'text', required: true, placeholder: 'registry.example/library/debian:bookworm', maxlength: 512 });
+      const platform = h('input', { type: 'text', placeholder: 'linux/amd64 (default: from the architecture)', pattern: '[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?' });
+      const user = h('input', { type: 'text', autocomplete: 'off', placeholder: 'optional' });
+      const pass = h('input', { type: 'password', autocomplete: 'off', placeholder: 'optional' });
+      return {
+        el: h(
+          'div',
+          {},
+          field('Reference', reference, 'The server pulls it, flattens the layers and builds an ext4 root filesystem. Leave the name empty to derive it from the reference.'),
+          field('Platform', platform),
+          field('Registry username', user),
+          field('Registry password', pass, 'Used for this pull only; never stored or shown.'),
+        ),
+        reference,
+        platform,
+        user,
+        pass,
+      };
+    },
+    source: (f) => ({
+      type: 'oci',
+      reference: f.reference.value.trim(),
+      ...(f.platform.value.trim() ? { platform: f.platform.value.trim() } : {}),
+      ...(f.user.value ? { credentials: { username: f.user.value, password: f.pass.value } } : {}),
+    }),
+  },
 ];
 
-export function openImportDialog({ region, onCreated }) {
+// The source types this server accepts, from its own OpenAPI document (fetched once): only
+// those are offered.
+let supported = null;
+async function supportedSources() {
+  if (!supported) {
+    supported = fetch('/api/openapi.json')
+      .then((r) => r.json())
+      .then((doc) => new Set((doc.components.schemas.SourceSpec.oneOf || []).flatMap((v) => v.properties?.type?.enum || [])))
+      .catch(() => new Set(['upload', 'url']));
+  }
+  return supported;
+}
+
+export async function openImportDialog({ region, onCreated }) {
+  const offered = await supportedSources();
+  const sources = SOURCES.filter((s) => offered.has(s.id));
   const claims = session.claims;
   const dlg = h('dialog.import', { 'aria-labelledby': 'imp-title' });
   let created = null;
@@ -43,12 +89,13 @@ export function openImportDialog({ region, onCreated }) {
   const pick = (s) => {
     current = s;
     fields = s.fields();
+    name.required = !s.nameOptional;
     replace(srcSlot, fields.el);
   };
-  const radios = SOURCES.map((s, i) =>
+  const radios = sources.map((s, i) =>
     h('label.check', {}, h('input', { type: 'radio', name: 'source', value: s.id, checked: i === 0, onchange: () => pick(s) }), s.label),
   );
-  pick(SOURCES[0]);
+  pick(sources[0]);
   const out = h('div', { 'aria-live': 'polite' });
   const submit = h('button.primary', { type: 'submit' }, 'Import');
   const cancel = h('button', { type: 'button', onclick: () => dlg.close() }, 'Cancel');
@@ -61,7 +108,8 @@ export function openImportDialog({ region, onCreated }) {
         submit.disabled = true;
         replace(out);
         const orgId = org.value.trim();
-        const body = { name: name.value.trim(), architecture: arch.value, source: current.source(fields) };
+        const body = { architecture: arch.value, source: current.source(fields) };
+        if (name.value.trim()) body.name = name.value.trim();
         if (global && global.checked) body.visibility = 'global';
         let img;
         try {
