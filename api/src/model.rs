@@ -408,23 +408,15 @@ pub struct Health {
     pub checks: BTreeMap<String, String>,
 }
 
+/// The v1 image and kernel lists' parameters: a scope, and pages.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// `owned`: only the organization's own images; `available` (default): plus global images.
-    #[param(pattern = "^(available|owned)$")]
-    pub scope: Option<String>,
-}
-
-/// The v1 image list's parameters: a scope, and pages.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ImageListParams {
-    /// `owned`: only the organization's own images; `available` (default): plus global images.
+    /// `owned`: only the organization's own; `available` (default): plus the global ones.
     #[param(pattern = "^(available|owned)$")]
     pub scope: Option<String>,
     /// Page size, 1-10000; default 10000 (the default image quota of an organization, so a
-    /// client that never pages sees every image of one within it). More follow when the
+    /// client that never pages sees every image or kernel of one within it). More follow when the
     /// response has a `Next-Page-Token` header.
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,

@@ -941,3 +941,48 @@ both!(
         assert!(stored_kernel_files(&app).await.is_empty());
     }
 );
+
+// The v1 kernel list pages like the image list: `limit`, `Next-Page-Token`, `pageToken`.
+both!(kernel_list_pages, |app: TestApp| async move {
+    let t = app.token(&["acme"]);
+    for n in ["k1", "k2", "k3", "k4", "k5"] {
+        create_kernel(
+            &app,
+            "acme",
+            &t,
+            json!({"name": n, "version": "6.1", "source": {"type": "upload"}}),
+        )
+        .await;
+    }
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..5 {
+        let mut url = format!("{}?limit=2", kernels_url(&app, "acme"));
+        if let Some(t) = &token {
+            url.push_str(&format!("&pageToken={t}"));
+        }
+        let res = app.req(Method::GET, &url, &t).send().await.unwrap();
+        token = res
+            .headers()
+            .get("next-page-token")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page = expect_status(res, StatusCode::OK).await;
+        assert!(page.as_array().unwrap().len() <= 2);
+        names.extend(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["name"].as_str().unwrap().to_owned()),
+        );
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(names, ["k1", "k2", "k3", "k4", "k5"]);
+    let res = app
+        .req(Method::GET, &format!("{}?limit=0", kernels_url(&app, "acme")), &t)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid-input").await;
+});

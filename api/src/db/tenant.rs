@@ -6,7 +6,7 @@
 //! Images and kernels follow one ownership model (an organization's own, or global, in one
 //! region), so one handle serves both through [`OwnedTable`].
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter};
 use strata_domain::ids::{OrganizationId, RegionId};
 use strata_domain::image::{Image, Visibility};
 use strata_domain::kernel::Kernel;
@@ -31,6 +31,9 @@ pub trait OwnedTable: Send + Sync {
 
     /// Rows to domain values (tags and files loaded alongside).
     async fn hydrate(db: &Db, rows: Vec<Self::Model>) -> DbResult<Vec<Self::Item>>;
+
+    /// One page of the keyset query over this table (the caller has set the tenant filter).
+    async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Self::Item>, bool)>;
 }
 
 pub struct ImagesTable;
@@ -51,6 +54,10 @@ impl OwnedTable for ImagesTable {
     async fn hydrate(db: &Db, rows: Vec<images::Model>) -> DbResult<Vec<Image>> {
         super::images::hydrate(db, rows).await
     }
+
+    async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
+        super::images::query(db, region, q).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -67,6 +74,10 @@ impl OwnedTable for KernelsTable {
 
     async fn hydrate(db: &Db, rows: Vec<kernels::Model>) -> DbResult<Vec<Kernel>> {
         super::kernels::hydrate(db, rows).await
+    }
+
+    async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Kernel>, bool)> {
+        super::kernels::query(db, region, q).await
     }
 }
 
@@ -153,29 +164,11 @@ impl<'a, T: OwnedTable> OrgScoped<'a, T> {
     pub async fn find_modifiable(&self, id: uuid::Uuid) -> DbResult<Option<T::Item>> {
         self.one(id, self.modifiable()).await
     }
-
-    /// Its own (and, with `include_global`, the global ones), by name.
-    pub async fn list(&self, include_global: bool) -> DbResult<Vec<T::Item>> {
-        let cond = if include_global {
-            self.visible()
-        } else {
-            Condition::all()
-                .add(T::REGION.eq(self.region.as_str()))
-                .add(T::ORGANIZATION.eq(self.org.as_str()))
-        };
-        let rows = T::Entity::find()
-            .filter(cond)
-            .order_by_asc(T::NAME)
-            .order_by_asc(T::ID)
-            .all(self.db)
-            .await?;
-        T::hydrate(self.db, rows).await
-    }
 }
 
-impl OrgImages<'_> {
-    /// The v2 query for this organization's images (and, with `include_global`, the global
-    /// ones) by name: the v1 list's pages. Add a cursor with `after` before [`Self::page`].
+impl<T: OwnedTable> OrgScoped<'_, T> {
+    /// The v2 query for this organization's own (and, with `include_global`, the global ones)
+    /// by name: the v1 lists' pages. Add a cursor with `after` before [`Self::page`].
     pub fn by_name(&self, include_global: bool, limit: u32) -> ImageQuery {
         ImageQuery {
             organizations: OrgFilter::Only(vec![self.org.clone()]),
@@ -192,12 +185,12 @@ impl OrgImages<'_> {
     }
 
     /// One page of `q`, plus whether more follow. Whatever organizations `q` names, it reads only
-    /// this organization's images and the global ones: the tenant filter is set here.
-    pub async fn page(&self, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
+    /// this organization's own and the global ones: the tenant filter is set here.
+    pub async fn page(&self, q: &ImageQuery) -> DbResult<(Vec<T::Item>, bool)> {
         let q = ImageQuery {
             organizations: OrgFilter::Only(vec![self.org.clone()]),
             ..q.clone()
         };
-        super::images::query(self.db, self.region, &q).await
+        T::query(self.db, self.region, &q).await
     }
 }

@@ -4,7 +4,7 @@ use strata_domain::DomainError;
 
 use crate::error::ApiResult;
 use crate::extract::JsonObject;
-use crate::model::{CreateImageRequest, ImageListParams, ImagePath, ImageView, OrgRegionPath, PatchImageRequest};
+use crate::model::{CreateImageRequest, ImagePath, ImageView, ListParams, OrgRegionPath, PatchImageRequest};
 use crate::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
 use crate::state::AppState;
@@ -20,7 +20,7 @@ fn with_etag(status: actix_web::http::StatusCode, img: &strata_domain::image::Im
 #[utoipa::path(
     tag = "images",
     operation_id = "listImages",
-    params(OrgRegionPath, ImageListParams),
+    params(OrgRegionPath, ListParams),
     responses(
         (status = 200, description = "The organization's images and, unless `scope=owned`, the global ones, by name; one page of them (`limit`, default 10000)", body = Vec<ImageView>,
             headers(("Next-Page-Token" = String, description = "Present when more images follow: pass it as `pageToken` for the next page"))),
@@ -36,7 +36,7 @@ fn with_etag(status: actix_web::http::StatusCode, img: &strata_domain::image::Im
 async fn list_images(
     st: web::Data<AppState>,
     access: OrgRegion<ImagesRead>,
-    params: web::Query<ImageListParams>,
+    params: web::Query<ListParams>,
 ) -> ApiResult<HttpResponse> {
     let owned = match params.scope.as_deref() {
         None | Some("available") => false,

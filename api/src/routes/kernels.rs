@@ -58,8 +58,12 @@ async fn list_kernels(
         Some("owned") => true,
         Some(_) => return Err(DomainError::invalid("scope", "must be owned or available").into()),
     };
-    let kernels = service::kernels::list(&st, &access, owned).await?;
-    Ok(HttpResponse::Ok().json(kernels.iter().map(KernelView::from).collect::<Vec<_>>()))
+    let page = service::kernels::list(&st, &access, owned, params.limit, params.page_token.as_deref()).await?;
+    let mut res = HttpResponse::Ok();
+    if let Some(token) = &page.next_page_token {
+        res.insert_header(("Next-Page-Token", token.as_str()));
+    }
+    Ok(res.json(page.items.iter().map(KernelView::from).collect::<Vec<_>>()))
 }
 
 /// Create a kernel

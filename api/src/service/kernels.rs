@@ -91,8 +91,25 @@ pub async fn find_modifiable(st: &AppState, access: &OrgRegion<KernelsWrite>, id
     k.ok_or_else(|| not_found(id))
 }
 
-pub async fn list<S>(st: &AppState, access: &OrgRegion<S>, owned_only: bool) -> ApiResult<Vec<Kernel>> {
-    Ok(OrgKernels::new(&st.db, access).list(!owned_only).await?)
+/// One page of the organization's kernels (and, unless `owned_only`, the global ones) by name.
+pub async fn list<S>(
+    st: &AppState,
+    access: &OrgRegion<S>,
+    owned_only: bool,
+    limit: Option<u32>,
+    page_token: Option<&str>,
+) -> ApiResult<Page> {
+    use strata_domain::query::{V1_DEFAULT_LIMIT, V1_MAX_LIMIT};
+    let kernels = OrgKernels::new(&st.db, access);
+    let mut q = kernels.by_name(
+        !owned_only,
+        strata_domain::query::ImageQuery::check_limit_of(limit, V1_DEFAULT_LIMIT, V1_MAX_LIMIT)?,
+    );
+    if let Some(t) = page_token {
+        q.after = Some(q.decode_token(t)?);
+    }
+    let (items, more) = kernels.page(&q).await?;
+    Ok(Page::of(&q, items, more))
 }
 
 /// How a new kernel's files will arrive.
@@ -736,10 +753,7 @@ pub async fn catalog<'a, S>(st: &'a AppState, access: &OrgRegion<S>) -> ApiResul
         .collect())
 }
 
-pub struct Page {
-    pub items: Vec<Kernel>,
-    pub next_page_token: Option<String>,
-}
+pub type Page = crate::service::query::Page<Kernel>;
 
 /// The v2 kernel query: the image query model (filters, sort, keyset tokens) over kernels.
 pub async fn query(
@@ -747,7 +761,6 @@ pub async fn query(
     access: &crate::tenancy::RegionAccess<crate::tenancy::KernelsRead>,
     params: &[(String, String)],
 ) -> ApiResult<Page> {
-    use strata_domain::query::{Cursor, Sort};
     let (mut q, token) = crate::service::query::build(access, params)?;
     if q.kind.is_some() {
         return Err(DomainError::invalid("kind", "kernels have no kind; it filters images").into());
@@ -756,20 +769,7 @@ pub async fn query(
         q.after = Some(q.decode_token(&t)?);
     }
     let (items, more) = db::kernels::query(&st.db, access.region_id(), &q).await?;
-    let next_page_token = match (more, items.last()) {
-        (true, Some(last)) => Some(q.encode_token(&match q.sort {
-            Sort::Name => Cursor::Name {
-                name: last.name.to_string(),
-                id: last.id.as_uuid(),
-            },
-            Sort::CreatedAt | Sort::CreatedAtDesc => Cursor::CreatedAt {
-                at: last.created_at,
-                id: last.id.as_uuid(),
-            },
-        })),
-        _ => None,
-    };
-    Ok(Page { items, next_page_token })
+    Ok(Page::of(&q, items, more))
 }
 
 #[cfg(test)]

@@ -12,9 +12,41 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::tenancy::{ImagesRead, RegionAccess};
 
-pub struct Page {
-    pub items: Vec<Image>,
+/// One page of a keyset-paged list (images or kernels) and the token of the next.
+pub struct Page<T = Image> {
+    pub items: Vec<T>,
     pub next_page_token: Option<String>,
+}
+
+/// What a page's cursor is made of.
+pub trait Listed {
+    fn cursor_name(&self) -> String;
+    fn cursor_id(&self) -> uuid::Uuid;
+    fn cursor_created_at(&self) -> chrono::DateTime<chrono::Utc>;
+}
+
+impl Listed for Image {
+    fn cursor_name(&self) -> String {
+        self.name.to_string()
+    }
+    fn cursor_id(&self) -> uuid::Uuid {
+        self.id.as_uuid()
+    }
+    fn cursor_created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.created_at
+    }
+}
+
+impl Listed for strata_domain::kernel::Kernel {
+    fn cursor_name(&self) -> String {
+        self.name.to_string()
+    }
+    fn cursor_id(&self) -> uuid::Uuid {
+        self.id.as_uuid()
+    }
+    fn cursor_created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.created_at
+    }
 }
 
 /// Parses repeated `key=value` pairs. Unknown parameters are refused so that a typo
@@ -115,18 +147,18 @@ pub async fn page(st: &AppState, region: &RegionId, q: &ImageQuery) -> ApiResult
     Ok(Page::of(q, items, more))
 }
 
-impl Page {
+impl<T: Listed> Page<T> {
     /// A page of `q`'s results, with the token of the next one when `more` follow.
-    pub fn of(q: &ImageQuery, items: Vec<Image>, more: bool) -> Self {
+    pub fn of(q: &ImageQuery, items: Vec<T>, more: bool) -> Self {
         let next_page_token = match (more, items.last()) {
             (true, Some(last)) => Some(q.encode_token(&match q.sort {
                 Sort::Name => strata_domain::query::Cursor::Name {
-                    name: last.name.to_string(),
-                    id: last.id.as_uuid(),
+                    name: last.cursor_name(),
+                    id: last.cursor_id(),
                 },
                 Sort::CreatedAt | Sort::CreatedAtDesc => strata_domain::query::Cursor::CreatedAt {
-                    at: last.created_at,
-                    id: last.id.as_uuid(),
+                    at: last.cursor_created_at(),
+                    id: last.cursor_id(),
                 },
             })),
             _ => None,
