@@ -540,3 +540,109 @@ both!(
         assert_eq!(tags, ["ci/rootfs:1", "ci/rootfs:xz"]);
     }
 );
+
+/// Hostile archives made with Python's tarfile (which writes what GNU tar refuses to).
+fn hostile_archives(dir: &Path) -> Vec<(&'static str, PathBuf, &'static str)> {
+    let script = r#"
+import hashlib, io, json, sys, tarfile
+out = sys.argv[1]
+def tar(path, members):
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            if kind == "sym":
+                info.type = tarfile.SYMTYPE; info.linkname = data; t.addfile(info)
+            else:
+                info.size = len(data); t.addfile(info, io.BytesIO(data))
+tar(out + "/dotdot.tar", [("../evil", "file", b"x")])
+tar(out + "/absolute.tar", [("/etc/evil", "file", b"x")])
+tar(out + "/long.tar", [("a" * 300, "file", b"x")])
+tar(out + "/link.tar", [("out", "sym", "../../etc/passwd"), ("out/passwd", "file", b"x")])
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w", format=tarfile.GNU_FORMAT) as t:
+    info = tarfile.TarInfo("../escape"); info.size = 1; t.addfile(info, io.BytesIO(b"x"))
+layer = layer.getvalue()
+config = json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+tar(out + "/evil-layer.tar", [("layer.tar", "file", layer), ("config.json", "file", config),
+    ("manifest.json", "file", json.dumps([{"Config": "config.json", "RepoTags": ["evil:1"], "Layers": ["layer.tar"]}]).encode())])
+"#;
+    run(Command::new("python3").arg("-c").arg(script).arg(dir));
+    // a zstd bomb: 64 MiB of zeros in a few KiB, over the test's 4 MiB limit
+    let src = dir.join("bomb-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("zeros"), vec![0u8; 64 << 20]).unwrap();
+    let bomb = dir.join("bomb.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&bomb)
+        .arg("zeros"));
+    let bomb = compress(&bomb, "zstd");
+    vec![
+        ("a member with ..", dir.join("dotdot.tar"), "contains \"..\""),
+        ("an absolute member", dir.join("absolute.tar"), "is an absolute path"),
+        ("an over-long name", dir.join("long.tar"), "longer than 255 bytes"),
+        (
+            "a link out of the archive",
+            dir.join("link.tar"),
+            "points outside the archive",
+        ),
+        (
+            "a layer writing through ..",
+            dir.join("evil-layer.tar"),
+            "contains \"..\"",
+        ),
+        ("a zstd bomb", bomb, "once decompressed"),
+    ]
+}
+
+// Every hostile archive: a 200 whose stream carries the error, as Docker sends it, and nothing
+// kept in staging, the database or storage.
+both!(
+    docker_hostile_loads_keep_nothing,
+    config = |c: &mut strata_api::Config| c.limits.max_image_bytes = 4 << 20,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token_rw(&app, "acme");
+        for (what, file, says) in hostile_archives(dir.path()) {
+            let res = app
+                .client
+                .post(format!("{}/docker/acme/local/images/load", app.direct))
+                .bearer_auth(&t)
+                .header("content-type", "application/x-tar")
+                .body(std::fs::read(&file).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{what}");
+            let text = res.text().await.unwrap();
+            let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+            let msg = last["errorDetail"]["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: {text}"));
+            assert!(msg.contains(says), "{what}: {msg}");
+            assert_eq!(last["error"], last["errorDetail"]["message"]);
+            assert!(app.stored().await.is_empty(), "{what}: storage");
+            let staging = app.cfg.data_dir.join("staging");
+            let left = std::fs::read_dir(&staging).map(|d| d.flatten().count()).unwrap_or(0);
+            assert_eq!(left, 0, "{what}: staging");
+        }
+        let cli = Cli::new(&app, "acme", "local", &t);
+        assert!(cli.images().is_empty());
+        let v1 = expect_status(
+            app.req(
+                Method::GET,
+                &format!("{}/images", app.v1("acme", "local")),
+                &app.token(&["acme"]),
+            )
+            .send()
+            .await
+            .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(v1, json!([]));
+    }
+);

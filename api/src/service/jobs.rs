@@ -501,7 +501,7 @@ impl JobRunner {
                         .fail(
                             &job,
                             ReasonCode::CredentialsUnavailable,
-                            "the URL's credentials are kept only in memory by the server that accepted the \
+                            "the import's credentials (URL or registry) are kept only in memory by the server that accepted the \
                              import, and it stopped; create the import again",
                         )
                         .await;
