@@ -391,6 +391,8 @@ await scenario('protect, try a delete, see the 409; unprotect and delete for rea
 await scenario('import from a URL: the new image shows live progress and reaches ready', async () => {
   await page.goto(`${base}/console/#/images`);
   await page.getByRole('button', { name: 'Import image…' }).click();
+  // the dialog opens once the server's source types are known
+  await page.locator('dialog[open]').waitFor();
   await page.getByLabel('Name').last().fill('slow-import');
   // every source type the server's OpenAPI document lists is offered, OCI pulls included
   await page.getByLabel('Pull from an OCI registry').check();
@@ -411,6 +413,8 @@ await scenario('import from a URL: the new image shows live progress and reaches
 
 await scenario('a refused URL import shows the API error in the dialog', async () => {
   await page.getByRole('button', { name: 'Import image…' }).click();
+  // the dialog opens once the server's source types are known
+  await page.locator('dialog[open]').waitFor();
   await page.getByLabel('Name').last().fill('missing-source');
   await page.getByLabel('Import from a URL').check();
   await page.getByLabel('URL', { exact: true }).fill(slowUrl.replace('disk.raw', 'missing.raw'));
@@ -422,6 +426,8 @@ await scenario('a refused URL import shows the API error in the dialog', async (
 
 await scenario('a refused upload names the format and leaves the dialog open until closed', async () => {
   await page.getByRole('button', { name: 'Import image…' }).click();
+  // the dialog opens once the server's source types are known
+  await page.locator('dialog[open]').waitFor();
   await page.getByLabel('Name').last().fill('not-a-disk');
   const qcow2 = Buffer.alloc(1 << 16);
   qcow2.write('QFI\xfb', 0, 'latin1');
@@ -449,6 +455,8 @@ await scenario('a pending image gets its bytes from the detail view', async () =
 
 await scenario('upload a file with a progress bar', async () => {
   await page.getByRole('button', { name: 'Import image…' }).click();
+  // the dialog opens once the server's source types are known
+  await page.locator('dialog[open]').waitFor();
   await page.getByLabel('Name').last().fill('uploaded-disk');
   await page.evaluate(() => {
     window.__uploadSeen = 0;
@@ -665,6 +673,8 @@ await scenario('an admin token naming no organization still reads a global image
   await page.getByRole('button', { name: 'Protect', exact: true }).waitFor();
   await page.goto(`${base}/console/#/images`);
   await page.getByRole('button', { name: 'Import image…' }).click();
+  // the dialog opens once the server's source types are known
+  await page.locator('dialog[open]').waitFor();
   await page.getByRole('textbox', { name: 'Organization' }).fill('initech');
   await page.getByLabel('Name').last().fill('admin-made');
   await page.getByLabel('Raw disk image file').setInputFiles({ name: 'disk.raw', mimeType: 'application/octet-stream', buffer: rawDisk(1 << 20) });
@@ -679,6 +689,38 @@ await scenario('an expired token returns to sign-in with a message', async () =>
   await page.getByText('Your token has expired').waitFor({ timeout: 15000 });
   assert((await page.evaluate(() => sessionStorage.length)) === 0, 'token kept after expiry');
   await shot('13-expired');
+});
+
+await scenario('a docker-loaded rootfs image shows its Docker tags in the detail', async () => {
+  // a docker-save archive made here: one layer (a tar made by tar), its config, manifest.json
+  const dk = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-docker-'));
+  fs.mkdirSync(path.join(dk, 'root'));
+  fs.writeFileSync(path.join(dk, 'root', 'hello'), 'hi\n');
+  execFileSync('tar', ['-cf', path.join(dk, 'layer.tar'), '-C', path.join(dk, 'root'), '.']);
+  const diff = crypto.createHash('sha256').update(fs.readFileSync(path.join(dk, 'layer.tar'))).digest('hex');
+  fs.writeFileSync(path.join(dk, 'config.json'), JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/hello'] }, rootfs: { type: 'layers', diff_ids: [`sha256:${diff}`] } }));
+  fs.writeFileSync(path.join(dk, 'manifest.json'), JSON.stringify([{ Config: 'config.json', RepoTags: ['team/app:v1', 'team/app:prod'], Layers: ['layer.tar'] }]));
+  execFileSync('tar', ['-cf', path.join(dk, 'app.tar'), '-C', dk, 'layer.tar', 'config.json', 'manifest.json']);
+  const res = await fetch(`${base}/docker/acme/local/images/load?quiet=1`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${acme}`, 'Content-Type': 'application/x-tar' },
+    body: fs.readFileSync(path.join(dk, 'app.tar')),
+  });
+  const text = await res.text();
+  fs.rmSync(dk, { recursive: true, force: true });
+  assert(res.status === 200 && text.includes('Loaded image: team/app:v1'), `docker load: ${res.status} ${text}`);
+  await signIn(acme);
+  await page.goto(`${base}/console/#/images?kind=rootfs`);
+  const link = page.locator('table.resources tbody a.name', { hasText: 'app-v1' });
+  await link.waitFor();
+  assert((await names()).length === 1, `only the rootfs image: ${await names()}`);
+  await link.click();
+  await page.getByText('Docker tags').waitFor();
+  const row = page.locator('dd', { hasText: 'team/app:prod' });
+  await row.getByText('team/app:v1').waitFor();
+  await shot('27-image-docker-tags', false);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('Bearer token').waitFor();
 });
 
 let firstRender = null;

@@ -70,6 +70,9 @@ async function supportedSources() {
   return supported;
 }
 
+// Asked as soon as the console loads, so the dialog opens at once.
+supportedSources();
+
 export async function openImportDialog({ region, onCreated }) {
   const offered = await supportedSources();
   const sources = SOURCES.filter((s) => offered.has(s.id));
