@@ -397,3 +397,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// GETs `url` with `token` every 200 ms until the JSON answer is no longer `importing`, failing
+/// the test after `secs`. For crash tests that watch an artifact on a restarted process.
+pub async fn wait_until_settled(client: &Client, url: &str, token: &str, secs: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let v = expect_status(client.get(url).bearer_auth(token).send().await.unwrap(), StatusCode::OK).await;
+        if v["status"]["state"] != "importing" {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still importing: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -512,19 +512,7 @@ async fn crash_and_recover(database_url: Option<String>) {
     up.set_behaviour(Behaviour::Normal);
     let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
     let url = format!("{}/api/v1/organizations/acme/regions/local/images/{id}", second.base);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let ready = loop {
-        let img = expect_status(
-            client.get(&url).bearer_auth(&token).send().await.unwrap(),
-            StatusCode::OK,
-        )
-        .await;
-        if img["status"]["state"] != "importing" {
-            break img;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still importing: {img}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ready = wait_until_settled(&client, &url, &token, 30).await;
     assert_eq!(ready["status"]["state"], "ready", "{ready}");
     assert_eq!(ready["sha256"], sha);
     let left = files_under(&blobs);

@@ -434,19 +434,7 @@ async fn crash_during_pull(database_url: Option<String>) {
     up.set_behaviour(Behaviour::Normal);
     let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
     let url = format!("{}/api/v1/organizations/acme/regions/local/kernels/{id}", second.base);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    let done = loop {
-        let k = expect_status(
-            client.get(&url).bearer_auth(&token).send().await.unwrap(),
-            StatusCode::OK,
-        )
-        .await;
-        if k["status"]["state"] != "importing" {
-            break k;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still importing: {k}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let done = wait_until_settled(&client, &url, &token, 40).await;
     assert_eq!(done["status"]["state"], "ready", "{done}");
     assert_eq!(done["provenance"]["digest"], format!("sha256:{}", sha(&good)));
     let vmlinux = client

@@ -478,19 +478,7 @@ async fn crash_during_pull(database_url: Option<String>) {
 
     let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
     let url = format!("{}/api/v1/organizations/acme/regions/local/images/{id}", second.base);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let ready = loop {
-        let img = expect_status(
-            client.get(&url).bearer_auth(&token).send().await.unwrap(),
-            StatusCode::OK,
-        )
-        .await;
-        if img["status"]["state"] != "importing" {
-            break img;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still importing: {img}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ready = wait_until_settled(&client, &url, &token, 120).await;
     assert_eq!(ready["status"]["state"], "ready", "killed in {killed_in}: {ready}");
     assert!(
         std::fs::read_dir(&staging)
