@@ -155,10 +155,11 @@ pub enum SourceSpec {
     #[serde(rename_all = "camelCase")]
     Oci {
         /// `[REGISTRY/]REPO[:TAG]` or `...@sha256:<hex>`, as the docker CLI reads it. The
-        /// registry must pass the same address policy as URL imports.
+        /// registry must pass the same address policy as URL imports. At most 237 characters:
+        /// the name, normalised (`debian` -> `docker.io/library/debian`), must stay within 255.
         #[schema(
             min_length = 1,
-            max_length = 512,
+            max_length = 237,
             example = "registry.example:5000/library/debian:bookworm"
         )]
         reference: String,
