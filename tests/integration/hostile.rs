@@ -253,8 +253,11 @@ async fn hostile_connections_under_a_low_descriptor_limit() {
     );
     // Probes wait in the same listen backlog as the hostile connections ahead of them, which
     // are shed at the header timeout (1 s) or after the disconnect linger (1 s): with 440 of
-    // them and ~90 connection slots that is a few seconds at worst on a busy 2-core machine.
-    assert!(slowest < Duration::from_secs(8), "slowest probe {slowest:?}");
+    // them and ~90 connection slots that is about five rounds of 1-2 s. This bound only catches
+    // a listener that stopped shedding (a hang); how fast is the benchmarks' business: under the
+    // full suite on 2 cores a probe took 8.4 s once, while the operations listener (below)
+    // answered in 10 ms.
+    assert!(slowest < Duration::from_secs(20), "slowest probe {slowest:?}");
     // On the operations listener the probes are not queued behind the flood at all.
     assert_eq!(
         ops_failed, 0,
