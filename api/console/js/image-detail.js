@@ -2,18 +2,11 @@
 // editable with If-Match, protect/unprotect, delete with a confirmation naming the image.
 
 import { h, replace, field, fmtBytes, fmtDate, errorBox, progress } from './dom.js';
-import { api, enc, v1, ApiError, session, uploadFile } from './api.js';
+import { api, enc, v1, session, uploadFile } from './api.js';
 import { statusCell } from './images.js';
+import { dl, mono, patcher } from './detail.js';
 
 const RESERVED = 'strata.dev/';
-
-function dl(rows) {
-  return h('dl.props', {}, rows.filter(Boolean).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')]));
-}
-
-function mono(v) {
-  return v ? h('code.wrap', {}, v) : '—';
-}
 
 export async function renderImageDetail(env, { region, org, id }) {
   const { main, navigate, setCleanup } = env;
@@ -35,32 +28,18 @@ export async function renderImageDetail(env, { region, org, id }) {
     etag = r.etag;
   }
 
-  function conflict(e) {
-    if (e instanceof ApiError && e.code === 'precondition-failed') {
-      return h(
-        'div.error',
-        { role: 'alert' },
-        h('strong', {}, 'Someone else changed this image since you opened it.'),
-        ' Your change was not saved. ',
-        h('button', { type: 'button', onclick: () => reload() }, 'Reload the image'),
-        h('span.code', {}, ' (precondition-failed)'),
-      );
-    }
-    return errorBox(e);
-  }
-
-  async function patch(body, okMessage) {
-    replace(notices);
-    try {
-      const r = await api(base, { method: 'PATCH', body, ifMatch: etag });
+  const { patch } = patcher({
+    base,
+    noun: 'image',
+    notices,
+    etag: () => etag,
+    apply: (r) => {
       img = r.data;
       etag = r.etag;
-      render();
-      replace(notices, h('p.ok', { role: 'status' }, okMessage));
-    } catch (e) {
-      replace(notices, conflict(e));
-    }
-  }
+    },
+    render: () => render(),
+    reload: () => reload(),
+  });
 
   async function reload() {
     replace(notices);

@@ -5,6 +5,7 @@
 import { h, replace, fmtBytes, fmtDate, errorBox } from './dom.js';
 import { api, enc, v1, ApiError, session } from './api.js';
 import { statusCell } from './images.js';
+import { dl, mono, patcher } from './detail.js';
 
 const RESERVED = 'strata.dev/';
 const ARTIFACTS = [
@@ -12,14 +13,6 @@ const ARTIFACTS = [
   ['initrd', 'initrd.img'],
   ['modules', 'modules.tar'],
 ];
-
-function dl(rows) {
-  return h('dl.props', {}, rows.filter(Boolean).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')]));
-}
-
-function mono(v) {
-  return v ? h('code.wrap', {}, v) : '—';
-}
 
 export async function renderKernelDetail(env, { region, org, id }) {
   const { main, navigate, setCleanup } = env;
@@ -41,32 +34,18 @@ export async function renderKernelDetail(env, { region, org, id }) {
     etag = r.etag;
   }
 
-  function conflict(e) {
-    if (e instanceof ApiError && e.code === 'precondition-failed') {
-      return h(
-        'div.error',
-        { role: 'alert' },
-        h('strong', {}, 'Someone else changed this kernel since you opened it.'),
-        ' Your change was not saved. ',
-        h('button', { type: 'button', onclick: () => reload() }, 'Reload the kernel'),
-        h('span.code', {}, ' (precondition-failed)'),
-      );
-    }
-    return errorBox(e);
-  }
-
-  async function patch(body, okMessage) {
-    replace(notices);
-    try {
-      const r = await api(base, { method: 'PATCH', body, ifMatch: etag });
+  const { patch } = patcher({
+    base,
+    noun: 'kernel',
+    notices,
+    etag: () => etag,
+    apply: (r) => {
       k = r.data;
       etag = r.etag;
-      render();
-      replace(notices, h('p.ok', { role: 'status' }, okMessage));
-    } catch (e) {
-      replace(notices, conflict(e));
-    }
-  }
+    },
+    render: () => render(),
+    reload: () => reload(),
+  });
 
   async function reload() {
     replace(notices);

@@ -24,6 +24,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../console/js/image-detail.js"),
     ),
     ("js/import.js", JS, include_bytes!("../../console/js/import.js")),
+    ("js/detail.js", JS, include_bytes!("../../console/js/detail.js")),
     ("js/usage.js", JS, include_bytes!("../../console/js/usage.js")),
     ("js/kernels.js", JS, include_bytes!("../../console/js/kernels.js")),
     (
