@@ -4,11 +4,12 @@ No hand-written HTTP: every call goes through the generated functions and models
 raises on any status the spec does not declare, and every response body must parse into the
 generated model types. Run by scripts/generated-client (part of the test command):
 
-    python3 scripts/client-lifecycle.py BASE_URL TOKEN DISK_FILE ELF_FILE BUNDLE_FILE CATALOG_ENTRY BUNDLE_URL
+    python3 scripts/client-lifecycle.py BASE_URL TOKEN DISK_FILE ELF_FILE BUNDLE_FILE CATALOG_ENTRY BUNDLE_URL ADMIN_TOKEN
 
 ELF_FILE is a real x86_64 ELF vmlinux, BUNDLE_FILE a real tar+zstd bundle (vmlinux, initrd.img,
 modules/), BUNDLE_URL where a loopback server serves it, and CATALOG_ENTRY the name of the
-server's [[kernel_catalog]] entry for that URL and sha256 (scripts/generated-client makes them).
+server's [[kernel_catalog]] entry for that URL and sha256, ADMIN_TOKEN a platform admin's token
+(scripts/generated-client makes them).
 """
 import hashlib
 import io
@@ -23,6 +24,7 @@ from strata_client.api.image_files import download_image_file, head_image_file, 
 from strata_client.api.images import create_image, delete_image, get_image, get_usage, list_images, patch_image
 from strata_client.api.kernel_files import download_kernel_file, upload_kernel_bundle, upload_kernel_file
 from strata_client.api.defaults import ensure_defaults
+from strata_client.models import DefaultsReport
 from strata_client.api.kernels import (
     create_kernel,
     head_kernel_artifact,
@@ -73,7 +75,7 @@ from strata_client.models import (
 )
 from strata_client.types import File
 
-base, token, disk_path, elf_path, bundle_path, catalog_entry, bundle_url = sys.argv[1:8]
+base, token, disk_path, elf_path, bundle_path, catalog_entry, bundle_url, admin_token = sys.argv[1:9]
 ORG, REGION = "acme", "local"
 client = AuthenticatedClient(base_url=base, token=token, raise_on_unexpected_status=True, timeout=30)
 with open(disk_path, "rb") as f:
@@ -330,6 +332,9 @@ error(
     "invalid-input",
 )
 error("ensure defaults (not a platform admin)", ensure_defaults.sync_detailed(REGION, client=client), 403, "forbidden")
+admin = AuthenticatedClient(base_url=base, token=admin_token, raise_on_unexpected_status=True, timeout=30)
+report = step("ensure defaults (platform admin)", ensure_defaults.sync_detailed(REGION, client=admin), 200, DefaultsReport)
+assert report.region_id == REGION and report.defaults == [], f"no defaults are configured here: {report}"
 
 # get with ETag, patch with If-Match, a stale If-Match -> 412
 got = get_kernel.sync_detailed(ORG, REGION, kernel.id, client=client)

@@ -153,24 +153,6 @@ impl<'a> OrgDocker<'a> {
             .await?;
         Ok(res.rows_affected == 1)
     }
-
-    /// Removes every tag of `image` (a forced delete by id).
-    pub async fn untag_all(&self, image: ImageId) -> DbResult<Vec<String>> {
-        let tags: Vec<String> = docker_tags::Entity::find()
-            .filter(self.mine_tags())
-            .filter(docker_tags::Column::ImageId.eq(image.to_string()))
-            .all(self.db)
-            .await?
-            .into_iter()
-            .map(|t| t.reference)
-            .collect();
-        docker_tags::Entity::delete_many()
-            .filter(self.mine_tags())
-            .filter(docker_tags::Column::ImageId.eq(image.to_string()))
-            .exec(self.db)
-            .await?;
-        Ok(tags)
-    }
 }
 
 /// The Docker tags (familiar form, sorted) of these images, by image id.
