@@ -1,15 +1,21 @@
 //! A content-addressed cache of registry blobs (layers) on local disk, bounded by size with
 //! least-recently-used eviction.
 //!
-//! - A blob is written to `tmp/` while it is hashed, checked against its digest and size,
-//!   synced, and only then renamed to `sha256/<hex>`: a crash leaves at most a temp file, which
-//!   [`BlobCache::open`] removes, never a half-written entry under its digest.
+//! - A blob is written to an unnamed file (`O_TMPFILE` in `tmp/`) while it is hashed, checked
+//!   against its digest and size, synced, and only then linked as `sha256/<hex>`: a crash leaves
+//!   nothing behind, never a half-written entry under its digest. (Where the filesystem has no
+//!   `O_TMPFILE`, the temp file is named, and [`BlobCache::open`] removes stale ones.)
 //! - A hit is hashed again before it is handed out, so a blob damaged on disk is fetched anew.
 //! - Users get an open file: eviction (an unlink) by a concurrent job cannot pull a blob away
 //!   from a job that is reading it. Two jobs fetching the same blob both write temp files; the
 //!   renames are atomic and the contents equal.
 //! - Use bumps the entry's mtime; eviction removes the oldest entries until the cache is within
 //!   its bound.
+//! - Built artifacts (root filesystems) are entries like blobs, under the digest of their content,
+//!   and evicted like them. An index file `built/<key>` (the caller's name for what the artifact
+//!   was built from) names the entry's digest and size; it is written by rename, after the entry.
+//!   A hit is handed out unverified: its reader hashes it anyway (the import pipeline stores it
+//!   with the digest as its expected checksum) and calls [`BlobCache::forget_built`] on a mismatch.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -44,6 +50,15 @@ pub struct BlobCache {
     max_bytes: u64,
 }
 
+/// An artifact built earlier: an open file positioned at its start, with the digest and size it
+/// was remembered with (not verified here).
+#[derive(Debug)]
+pub struct BuiltArtifact {
+    pub file: File,
+    pub sha256: String,
+    pub size: u64,
+}
+
 /// A verified blob: an open file positioned at its start.
 #[derive(Debug)]
 pub struct CachedBlob {
@@ -57,6 +72,7 @@ impl BlobCache {
     /// Opens (creating) the cache at `dir`, removing temp files a crash may have left.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("sha256"))?;
+        std::fs::create_dir_all(dir.join("built"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         for e in std::fs::read_dir(dir.join("tmp"))? {
             let e = e?;
@@ -126,12 +142,9 @@ impl BlobCache {
             source,
         };
         let mut stream = fetch().await.map_err(fetch_err)?;
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}.{}", digest.hex(), uuid::Uuid::new_v4()));
+        let mut pending = Pending::create(&self.dir.join("tmp"), digest.hex())?;
         let result = async {
-            let mut out = File::create(&tmp)?;
+            let out = &mut pending.file;
             let mut hasher = Sha256::new();
             let mut len = 0u64;
             while let Some(chunk) = stream.next().await {
@@ -166,12 +179,10 @@ impl BlobCache {
         }
         .await;
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
+            pending.discard();
             return Err(e);
         }
-        let path = self.path_of(digest);
-        std::fs::rename(&tmp, &path)?;
-        let mut file = File::open(&path)?;
+        let mut file = pending.publish(&self.path_of(digest), Replace::No)?;
         file.seek(SeekFrom::Start(0))?;
         let cache = self.clone();
         let keep = digest.clone();
@@ -213,6 +224,106 @@ impl BlobCache {
         Ok(removed)
     }
 
+    /// Where the index of a built artifact lives; `None` for a key that is not 64 hex digits.
+    fn built_index(&self, key: &str) -> Option<PathBuf> {
+        (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.dir.join("built").join(key))
+    }
+
+    /// The artifact built earlier under `key`: an open file with the digest and size it was
+    /// stored with, NOT verified (see the module's doc). Blocking.
+    pub fn built(&self, key: &str) -> io::Result<Option<BuiltArtifact>> {
+        let Some(index) = self.built_index(key) else {
+            return Ok(None);
+        };
+        let text = match std::fs::read_to_string(&index) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let parsed = text.trim().split_once(' ').and_then(|(d, n)| {
+            let digest = Digest::parse(d).ok()?;
+            Some((digest, n.parse::<u64>().ok()?))
+        });
+        let Some((digest, size)) = parsed else {
+            let _ = std::fs::remove_file(&index);
+            return Ok(None);
+        };
+        let path = self.path_of(&digest);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // evicted: the index goes too
+                let _ = std::fs::remove_file(&index);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if file.metadata()?.len() != size {
+            self.forget_built(key);
+            return Ok(None);
+        }
+        let _ = file.set_modified(SystemTime::now());
+        Ok(Some(BuiltArtifact {
+            file,
+            sha256: digest.hex().to_owned(),
+            size,
+        }))
+    }
+
+    /// Remembers `file` (whose content hashed to `sha256` hex, `size` bytes, as its writer saw
+    /// while storing it) as the artifact built under `key`: hard-linked into the cache when it is
+    /// on the same filesystem, copied otherwise, then evicting as needed. Blocking.
+    pub fn remember_built(&self, key: &str, file: &Path, sha256: &str, size: u64) -> io::Result<()> {
+        let Some(index) = self.built_index(key) else {
+            return Err(io::Error::other("a built artifact's key is 64 hex digits"));
+        };
+        let digest = Digest::from_sha256_hex(sha256).map_err(|e| io::Error::other(e.to_string()))?;
+        let entry = self.path_of(&digest);
+        if std::fs::metadata(file)?.len() != size {
+            return Err(io::Error::other("the built artifact changed size since it was stored"));
+        }
+        // The file is complete: linked straight into place, there is nothing half-written to
+        // see. Across filesystems it is copied through an unnamed temp file instead.
+        match std::fs::hard_link(file, &entry) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => {
+                let mut pending = Pending::create(&self.dir.join("tmp"), digest.hex())?;
+                let copied = File::open(file).and_then(|mut src| io::copy(&mut src, &mut pending.file));
+                if let Err(e) = copied.and_then(|_| pending.file.sync_all()) {
+                    pending.discard();
+                    return Err(e);
+                }
+                pending.publish(&entry, Replace::No)?;
+            }
+        }
+        let mut index_file = Pending::create(&self.dir.join("tmp"), key)?;
+        let written = index_file
+            .file
+            .write_all(format!("{} {size}\n", digest.as_str()).as_bytes())
+            .and_then(|()| index_file.file.sync_all());
+        if let Err(e) = written {
+            index_file.discard();
+            return Err(e);
+        }
+        index_file.publish(&index, Replace::Yes)?;
+        self.evict(Some(&digest))?;
+        Ok(())
+    }
+
+    /// Drops the artifact built under `key` (its reader found it damaged).
+    pub fn forget_built(&self, key: &str) {
+        let Some(index) = self.built_index(key) else {
+            return;
+        };
+        if let Ok(text) = std::fs::read_to_string(&index)
+            && let Some(digest) = text.split(' ').next().and_then(|d| Digest::parse(d).ok())
+        {
+            let _ = std::fs::remove_file(self.path_of(&digest));
+        }
+        let _ = std::fs::remove_file(&index);
+    }
+
     /// Bytes held now.
     pub fn size(&self) -> io::Result<u64> {
         let mut total = 0;
@@ -220,6 +331,92 @@ impl BlobCache {
             total += e?.metadata().map(|m| m.len()).unwrap_or(0);
         }
         Ok(total)
+    }
+}
+
+/// Whether publishing replaces what is at the destination already.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Keep it: a concurrent writer published the same verified content.
+    No,
+    Yes,
+}
+
+/// A file being written into the cache: unnamed (`O_TMPFILE`) until it is published, so a
+/// process killed while writing leaves nothing behind. On a filesystem without `O_TMPFILE` it
+/// is a named file in `tmp/`, which [`BlobCache::open`] removes once it is an hour old.
+struct Pending {
+    file: File,
+    named: Option<PathBuf>,
+}
+
+impl Pending {
+    fn create(tmp_dir: &Path, stem: &str) -> io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::open(
+            tmp_dir,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => Ok(Self {
+                file: File::from(fd),
+                named: None,
+            }),
+            Err(_) => {
+                let path = tmp_dir.join(format!("{stem}.{}", uuid::Uuid::new_v4()));
+                Ok(Self {
+                    file: File::create_new(&path)?,
+                    named: Some(path),
+                })
+            }
+        }
+    }
+
+    /// Gives the file its name `dest` (atomically) and returns it, open.
+    fn publish(self, dest: &Path, replace: Replace) -> io::Result<File> {
+        match &self.named {
+            Some(path) => {
+                if replace == Replace::No && dest.exists() {
+                    let _ = std::fs::remove_file(path);
+                } else {
+                    std::fs::rename(path, dest)?;
+                }
+            }
+            None => {
+                use std::os::fd::AsRawFd;
+                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                let link = || {
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        proc_path.as_str(),
+                        rustix::fs::CWD,
+                        dest,
+                        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    )
+                };
+                match link() {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::EXIST) if replace == Replace::No => {}
+                    Err(rustix::io::Errno::EXIST) => {
+                        // replaced by unlink and link: a reader between the two sees nothing
+                        // (a miss), never a mix
+                        let _ = std::fs::remove_file(dest);
+                        match link() {
+                            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(self.file)
+    }
+
+    fn discard(self) {
+        if let Some(path) = &self.named {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -255,6 +452,36 @@ mod tests {
         let mut v = Vec::new();
         b.file.read_to_end(&mut v).expect("read");
         v
+    }
+
+    #[test]
+    fn built_artifacts_are_linked_found_and_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::open(&dir.path().join("cache"), 1 << 20).expect("open");
+        let key = "ab".repeat(32);
+        assert!(cache.built(&key).expect("lookup").is_none());
+        assert!(cache.built("../../etc/passwd").expect("lookup").is_none(), "not a key");
+        let built = dir.path().join("rootfs.ext4");
+        std::fs::write(&built, b"a filesystem").expect("write");
+        let sha = hex::encode(Sha256::digest(b"a filesystem"));
+        cache.remember_built(&key, &built, &sha, 12).expect("remember");
+        std::fs::remove_file(&built).expect("the staging copy goes");
+        let mut hit = cache.built(&key).expect("lookup").expect("hit");
+        assert_eq!((hit.sha256.as_str(), hit.size), (sha.as_str(), 12));
+        let mut v = Vec::new();
+        hit.file.read_to_end(&mut v).expect("read");
+        assert_eq!(v, b"a filesystem");
+        // another size than remembered: not handed out, and dropped
+        std::fs::write(dir.path().join("cache/sha256").join(&sha), b"short").expect("write");
+        assert!(cache.built(&key).expect("lookup").is_none());
+        assert!(!dir.path().join("cache/built").join(&key).exists());
+        // evicted under it: a miss, and the index goes too
+        std::fs::write(&built, b"a filesystem").expect("write");
+        cache.remember_built(&key, &built, &sha, 12).expect("remember");
+        cache.forget_built(&key);
+        assert!(cache.built(&key).expect("lookup").is_none());
+        assert!(!dir.path().join("cache/sha256").join(&sha).exists());
+        assert_eq!(std::fs::read_dir(dir.path().join("cache/tmp")).expect("tmp").count(), 0);
     }
 
     #[tokio::test]

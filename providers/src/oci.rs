@@ -10,12 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use strata_domain::reference::{Platform, Reference};
 
-use crate::archive::ArchiveError;
 use crate::blobcache::{BlobCache, CacheError};
-use crate::ext4::{self, Ext4Error, Ext4Spec};
 use crate::fetch::FetchError;
-use crate::flatten::{FlattenLimits, Flattener};
+use crate::flatten::FlattenLimits;
 use crate::registry::{Login, RegistryClient, RegistryError, Resolved};
+use crate::rootfs::{self, RootfsError, RootfsSpec};
 
 /// Where a pull is, for `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +38,8 @@ pub struct PullSpec<'a> {
     pub login: Option<Login>,
     /// The filesystem's size; `None`: content x 1.5, at least 64 MiB.
     pub size_bytes: Option<u64>,
-    /// A directory of this job's own; everything here is removed by the caller afterwards.
+    /// A directory of this job's own; everything here is removed by the caller afterwards. A
+    /// caller that removes it while the pull runs (a dropped future) sets `cancel` first.
     pub work_dir: &'a Path,
     pub limits: FlattenLimits,
     /// Largest sum of compressed layer sizes accepted.
@@ -63,10 +63,49 @@ pub struct Pulled {
     pub config: ImageConfig,
     /// The config as the registry sent it (digest-checked).
     pub config_bytes: bytes::Bytes,
-    pub ext4: PathBuf,
-    pub ext4_size: u64,
+    pub rootfs: Rootfs,
+    /// What the filesystem is remembered under in the cache: [`build_key`].
+    pub build_key: String,
     /// Layers that came from the cache.
     pub cache_hits: usize,
+}
+
+/// The filesystem a pull produced.
+#[derive(Debug)]
+pub enum Rootfs {
+    /// Built by this pull, in the work directory. Once stored (and hashed on the way), the caller
+    /// hands it to [`BlobCache::remember_built`] so the next pull of the same image skips the build.
+    Built { path: PathBuf, size: u64 },
+    /// Built earlier from the same manifest, platform and size: read from the cache, NOT
+    /// verified. The caller stores it with `sha256` as the expected checksum, and on a mismatch
+    /// calls [`BlobCache::forget_built`] and pulls again.
+    Cached {
+        file: std::fs::File,
+        size: u64,
+        sha256: String,
+    },
+}
+
+impl Rootfs {
+    pub fn size(&self) -> u64 {
+        match self {
+            Rootfs::Built { size, .. } | Rootfs::Cached { size, .. } => *size,
+        }
+    }
+}
+
+/// Changes whenever the flattener or the filesystem builder would build a different filesystem
+/// from the same layers: old cache entries are then never used again (and age out).
+const BUILDER_VERSION: &str = "strata-rootfs/1";
+
+/// What a filesystem built from a manifest is remembered under: the builder, the manifest digest
+/// (which pins the config and every layer digest), the platform and the asked-for size.
+pub fn build_key(manifest_digest: &str, platform: &str, size_bytes: Option<u64>) -> String {
+    use sha2::Digest as _;
+    let size = size_bytes.map_or_else(|| "auto".to_owned(), |s| s.to_string());
+    hex::encode(sha2::Sha256::digest(
+        format!("{BUILDER_VERSION}\n{manifest_digest}\n{platform}\n{size}").as_bytes(),
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,22 +138,13 @@ impl From<CacheError> for PullError {
     }
 }
 
-impl From<ArchiveError> for PullError {
-    fn from(e: ArchiveError) -> Self {
+impl From<RootfsError> for PullError {
+    fn from(e: RootfsError) -> Self {
         match e {
-            ArchiveError::Io(io) => PullError::Internal(format!("flattening: {io}")),
-            other => PullError::Invalid(other.to_string()),
-        }
-    }
-}
-
-impl From<Ext4Error> for PullError {
-    fn from(e: Ext4Error) -> Self {
-        match e {
-            Ext4Error::TooSmall { .. } => PullError::TooLarge(e.to_string()),
-            Ext4Error::UnsupportedName(_) => PullError::Invalid(e.to_string()),
-            Ext4Error::Cancelled => PullError::Cancelled,
-            other => PullError::Internal(other.to_string()),
+            RootfsError::Invalid(r) => PullError::Invalid(r),
+            RootfsError::TooLarge(r) => PullError::TooLarge(r),
+            RootfsError::Cancelled => PullError::Cancelled,
+            RootfsError::Internal(r) => PullError::Internal(r),
         }
     }
 }
@@ -146,6 +176,31 @@ pub async fn pull_rootfs(
     let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|_| PullError::Invalid("the image config is not valid JSON".into()))?;
 
+    let build_key = build_key(resolved.manifest_digest.as_str(), &resolved.platform, spec.size_bytes);
+    let cached = {
+        let (cache, key) = (cache.clone(), build_key.clone());
+        tokio::task::spawn_blocking(move || cache.built(&key))
+            .await
+            .map_err(blocking_failed)?
+            .map_err(|e| PullError::Internal(format!("layer cache: {e}")))?
+    };
+    if let Some(hit) = cached {
+        progress.bytes(total, total);
+        let resolved_layers = resolved.layers.len();
+        return Ok(Pulled {
+            resolved,
+            config,
+            config_bytes,
+            rootfs: Rootfs::Cached {
+                file: hit.file,
+                size: hit.size,
+                sha256: hit.sha256,
+            },
+            build_key,
+            cache_hits: resolved_layers,
+        });
+    }
+
     progress.phase(Phase::Pulling);
     progress.bytes(0, total);
     let mut files = Vec::with_capacity(resolved.layers.len());
@@ -176,44 +231,30 @@ pub async fn pull_rootfs(
             .await?;
         cache_hits += usize::from(blob.hit);
         done += layer.size;
-        files.push(blob);
+        // the open file, even if the cache evicts its path meanwhile
+        files.push(blob.file);
     }
 
     progress.phase(Phase::Flattening);
-    let tree = spec.work_dir.join("tree");
-    std::fs::create_dir_all(&tree).map_err(|e| PullError::Internal(format!("staging: {e}")))?;
-    let limits = spec.limits.clone();
-    let cancel = spec.cancel.clone();
-    let tree_for_flatten = tree.clone();
-    let flat = tokio::task::spawn_blocking(move || -> Result<_, PullError> {
-        let mut f = Flattener::new(&tree_for_flatten, limits);
-        for blob in &files {
-            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(PullError::Cancelled);
-            }
-            // the open file, even if the cache evicted its path meanwhile
-            f.apply_from(std::io::BufReader::with_capacity(256 * 1024, &blob.file))?;
-        }
-        Ok(f.finish())
-    })
-    .await
-    .map_err(blocking_failed)??;
-
-    progress.phase(Phase::Building);
-    let out = spec.work_dir.join("rootfs.ext4");
-    let entries = flat.tree_entries();
-    let (size_bytes, cancel, timeout, out2) = (spec.size_bytes, spec.cancel.clone(), spec.tool_timeout, out.clone());
-    let built = tokio::task::spawn_blocking(move || {
-        let built = ext4::build(&Ext4Spec {
-            tree: &tree,
-            entries: &entries,
+    let (work_dir, limits, size_bytes) = (spec.work_dir.to_path_buf(), spec.limits.clone(), spec.size_bytes);
+    let (cancel, tool_timeout, p) = (spec.cancel.clone(), spec.tool_timeout, progress.clone());
+    let (path, size) = tokio::task::spawn_blocking(move || {
+        let built = rootfs::build(&RootfsSpec {
+            layers: &files,
+            work_dir: &work_dir,
+            limits,
             size_bytes,
-            out: &out2,
             cancel: &cancel,
-            tool_timeout: timeout,
+            tool_timeout,
+            on_building: &|| p.phase(Phase::Building),
         });
-        // the tree is as large as the image: free it now, whatever happened
-        let _ = std::fs::remove_dir_all(&tree);
+        // The owner of the work directory removes it when the pull is dropped, and then sets
+        // `cancel` first: whatever this thread wrote there since (it may still have been
+        // applying a layer) goes now, after its last write.
+        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_dir_all(&work_dir);
+            return Err(RootfsError::Cancelled);
+        }
         built
     })
     .await
@@ -222,8 +263,8 @@ pub async fn pull_rootfs(
         resolved,
         config,
         config_bytes,
-        ext4: out,
-        ext4_size: built.size_bytes,
+        rootfs: Rootfs::Built { path, size },
+        build_key,
         cache_hits,
     })
 }

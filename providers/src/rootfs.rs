@@ -1,6 +1,8 @@
 //! Layers to a bootable ext4 root filesystem: the flatten-and-build half of an OCI pull, shared
 //! with docker-archive loads and `docker import`. Blocking: call from `spawn_blocking`.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -11,10 +13,11 @@ use crate::flatten::{FlattenLimits, Flattener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    /// A hostile or broken layer: the caller's to fix (the message names the entry).
+    /// A hostile or broken layer, or layers over the entry or byte limits: the caller's to fix
+    /// (the message names the entry or the limit).
     #[error("{0}")]
     Invalid(String),
-    /// Over a limit, or the asked-for size cannot hold the content.
+    /// The asked-for filesystem size cannot hold the content (the message says by how much).
     #[error("{0}")]
     TooLarge(String),
     #[error("cancelled")]
@@ -28,7 +31,6 @@ impl From<ArchiveError> for RootfsError {
     fn from(e: ArchiveError) -> Self {
         match e {
             ArchiveError::Io(io) => RootfsError::Internal(format!("flattening: {io}")),
-            ArchiveError::TooLarge { .. } => RootfsError::TooLarge(e.to_string()),
             other => RootfsError::Invalid(other.to_string()),
         }
     }
@@ -46,8 +48,9 @@ impl From<Ext4Error> for RootfsError {
 }
 
 pub struct RootfsSpec<'a> {
-    /// Layer files in order, each a plain, gzip or zstd tar.
-    pub layers: &'a [PathBuf],
+    /// Layers in order, each a plain, gzip or zstd tar: open files, so a cache evicting a
+    /// layer's path meanwhile cannot pull it away.
+    pub layers: &'a [File],
     /// A directory of the caller's own; the tree is made and removed in it.
     pub work_dir: &'a Path,
     pub limits: FlattenLimits,
@@ -55,6 +58,8 @@ pub struct RootfsSpec<'a> {
     pub size_bytes: Option<u64>,
     pub cancel: &'a AtomicBool,
     pub tool_timeout: Duration,
+    /// Told when the layers are applied and the filesystem build starts.
+    pub on_building: &'a (dyn Fn() + Sync),
 }
 
 /// Applies the layers in order (whiteouts, opaque directories, owners and modes kept) and builds
@@ -73,9 +78,10 @@ fn build_in(spec: &RootfsSpec<'_>, tree: &Path) -> Result<(PathBuf, u64), Rootfs
         if spec.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(RootfsError::Cancelled);
         }
-        f.apply(layer)?;
+        f.apply_from(BufReader::with_capacity(256 * 1024, layer))?;
     }
     let flat = f.finish();
+    (spec.on_building)();
     let out = spec.work_dir.join("rootfs.ext4");
     let built = ext4::build(&Ext4Spec {
         tree,

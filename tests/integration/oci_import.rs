@@ -239,7 +239,94 @@ async fn pulls_to_a_ready_rootfs(backend: Backend) {
         let done = wait_for(&app, &t, img2["id"].as_str().unwrap(), 120, &mut Vec::new(), settled).await;
         assert_eq!(done["status"]["state"], "ready", "{done}");
         assert_eq!(done["sizeBytes"], ready["sizeBytes"], "the same content, the same size");
+        assert_eq!(
+            done["sha256"], ready["sha256"],
+            "the same manifest: the filesystem built once"
+        );
         assert!(staging_left(&app).is_empty());
+    })
+    .await;
+}
+
+on_both!(built_filesystems_are_reused_and_verified);
+/// The same manifest, platform and size pulled again (by another organization) stores the
+/// filesystem built the first time: the same bytes (a fresh mkfs would differ: its UUID is
+/// random). Another size builds anew. A cached filesystem damaged on disk is caught by the
+/// checksum it is stored with, dropped, and the pull retried into a fresh build.
+async fn built_filesystems_are_reused_and_verified(backend: Backend) {
+    let reg = Registry::start(None).await;
+    let layers = small_layers();
+    push(&reg, "library/tiny", "1", &[ImageSpec::amd64(&layers)], None);
+    run(backend, oci_cfg(&reg), |app: TestApp| async move {
+        let reference = format!("{}/library/tiny:1", reg.addr);
+        let pull = |org: &'static str, size: Option<u64>| {
+            let (app, reference) = (&app, reference.clone());
+            async move {
+                let t = app.token(&[org]);
+                let mut source = json!({"type": "oci", "reference": reference});
+                if let Some(n) = size {
+                    source["sizeBytes"] = json!(n);
+                }
+                let url = format!("{}/images", app.v1(org, "local"));
+                let res = app
+                    .req(Method::POST, &url, &t)
+                    .json(&json!({"source": source}))
+                    .send()
+                    .await
+                    .unwrap();
+                let img = expect_status(res, StatusCode::CREATED).await;
+                let img_url = format!("{url}/{}", img["id"].as_str().unwrap());
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    let now =
+                        expect_status(app.req(Method::GET, &img_url, &t).send().await.unwrap(), StatusCode::OK).await;
+                    if settled(&now) {
+                        assert_eq!(now["status"]["state"], "ready", "{now}");
+                        let file = app
+                            .req(Method::GET, &format!("{img_url}/file"), &t)
+                            .send()
+                            .await
+                            .unwrap();
+                        let bytes = file.bytes().await.unwrap();
+                        use sha2::Digest as _;
+                        assert_eq!(
+                            now["sha256"],
+                            hex::encode(sha2::Sha256::digest(&bytes)),
+                            "stored as reported"
+                        );
+                        return now["sha256"].as_str().unwrap().to_owned();
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "{now}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let first = pull("acme", None).await;
+        let second = pull("globex", None).await;
+        assert_eq!(
+            first, second,
+            "the second pull stored the filesystem built by the first"
+        );
+        let sized = pull("hooli", Some(96 << 20)).await;
+        assert_ne!(sized, first, "another size is another build");
+
+        // damage the cached filesystem: caught, dropped, rebuilt
+        let entry = app.cfg.data_dir.join("oci-cache").join("sha256").join(&first);
+        let mut bytes = std::fs::read(&entry).expect("the built filesystem is in the cache");
+        bytes[4096] ^= 0xff;
+        std::fs::write(&entry, &bytes).unwrap();
+        let third = pull("initech", None).await;
+        assert_ne!(third, first, "a damaged cache entry is never stored");
+        assert!(!entry.exists(), "the damaged entry was dropped");
+        let fourth = pull("umbrella", None).await;
+        assert_eq!(fourth, third, "the rebuilt filesystem is cached in its place");
+        assert!(staging_left(&app).is_empty(), "staging: {:?}", staging_left(&app));
+        let tmp = app.cfg.data_dir.join("oci-cache").join("tmp");
+        assert!(
+            files_under(&tmp).is_empty(),
+            "cache temp files: {:?}",
+            files_under(&tmp)
+        );
     })
     .await;
 }
@@ -404,22 +491,72 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
     assert!(!logs.contains(&password), "the password is in the logs");
 }
 
-/// kill -9 while a pull is flattening or building: the restarted process takes the job over once
-/// the lease expires, removes the dead attempt's staging directory, and finishes it; nothing is
-/// left in staging, in the cache's temp files or in storage but the one image.
-async fn crash_during_pull(database_url: Option<String>) {
+/// Where a crash test kills the first process.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KillIn {
+    /// While layers arrive (through a proxy that slows the registry down to 16 MiB/s).
+    Pulling,
+    /// While the layers are applied or the filesystem built.
+    FlatteningOrBuilding,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that forwards requests as they come and
+/// answers at `bytes_per_sec`: a slow registry, so a kill -9 can land while layers arrive.
+async fn throttled_proxy(upstream: String, bytes_per_sec: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs_f64(n as f64 / bytes_per_sec as f64)).await;
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// kill -9 while a pull is pulling layers, or flattening or building: the restarted process
+/// takes the job over once the lease expires, removes the dead attempt's staging directory, and
+/// finishes it; nothing is left in staging, in the cache's temp files or in storage but the one
+/// image.
+async fn crash_during_pull(database_url: Option<String>, kill_in: KillIn) {
     use crate::cli::{serve, strata};
     let reg = Registry::start(None).await;
     let layers = noisy_layers();
     push(&reg, "library/big", "1", &[ImageSpec::amd64(&layers)], None);
+    let registry = match kill_in {
+        KillIn::Pulling => throttled_proxy(reg.addr.clone(), 16 << 20).await,
+        KillIn::FlatteningOrBuilding => reg.addr.clone(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let cfg = dir.path().join("strata.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[imports]\nallow_hosts = [\"127.0.0.1\"]\nlease_secs = 2\npoll_interval_ms = 100\n\n[oci]\ninsecure_registries = [\"{}\"]\n",
-            reg.addr
+            "[imports]\nallow_hosts = [\"127.0.0.1\"]\nlease_secs = 2\npoll_interval_ms = 100\n\n[oci]\ninsecure_registries = [\"{registry}\"]\n"
         ),
     )
     .unwrap();
@@ -434,7 +571,7 @@ async fn crash_during_pull(database_url: Option<String>) {
         .to_owned();
     let client = reqwest::Client::new();
     let images = format!("{}/api/v1/organizations/acme/regions/local/images", first.base);
-    let reference = format!("{}/library/big:1", reg.addr);
+    let reference = format!("{registry}/library/big:1");
     let res = client
         .post(&images)
         .bearer_auth(&token)
@@ -445,21 +582,41 @@ async fn crash_during_pull(database_url: Option<String>) {
     let img = expect_status(res, StatusCode::CREATED).await;
     let id = img["id"].as_str().unwrap().to_owned();
     let staging = dir.path().join("oci-staging");
-    // The pull is quick: watch its staging directory and kill as soon as it flattens
-    // (`tree/`) or builds (`rootfs.ext4`).
+    let cache_tmp = dir.path().join("oci-cache").join("tmp");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let killed_in = loop {
-        let found = std::fs::read_dir(&staging).ok().and_then(|jobs| {
-            jobs.flatten().find_map(|j| {
-                if j.path().join("rootfs.ext4").exists() {
-                    Some("building")
-                } else if j.path().join("tree").exists() {
-                    Some("flattening")
-                } else {
-                    None
-                }
-            })
-        });
+        let found = match kill_in {
+            // the API says so: some layer bytes are in, not all
+            KillIn::Pulling => {
+                let now = client
+                    .get(format!("{images}/{id}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap();
+                let st = &now["status"];
+                let (done, total) = (
+                    st["bytesDone"].as_u64().unwrap_or(0),
+                    st["bytesTotal"].as_u64().unwrap_or(0),
+                );
+                (st["phase"] == "pulling" && done > 0 && done < total).then_some("pulling")
+            }
+            // the pull is quick here: watch its staging directory (`tree/`, `rootfs.ext4`)
+            KillIn::FlatteningOrBuilding => std::fs::read_dir(&staging).ok().and_then(|jobs| {
+                jobs.flatten().find_map(|j| {
+                    if j.path().join("rootfs.ext4").exists() {
+                        Some("building")
+                    } else if j.path().join("tree").exists() {
+                        Some("flattening")
+                    } else {
+                        None
+                    }
+                })
+            }),
+        };
         if let Some(phase) = found {
             first.child.kill().unwrap(); // SIGKILL
             first.child.wait().unwrap();
@@ -467,13 +624,19 @@ async fn crash_during_pull(database_url: Option<String>) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the pull never flattened or built"
+            "the pull never reached {kill_in:?}"
         );
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(Duration::from_millis(2)).await;
     };
     assert!(
         std::fs::read_dir(&staging).unwrap().flatten().next().is_some(),
         "the dead attempt ({killed_in}) left its staging directory"
+    );
+    // a layer was being written to the cache: as an unnamed file, gone with the process
+    assert!(
+        files_under(&cache_tmp).is_empty(),
+        "the dead attempt left cache temp files: {:?}",
+        files_under(&cache_tmp)
     );
 
     let second = serve(&["--config", c, "--listen", "127.0.0.1:0", "--data-dir", d], &env);
@@ -494,7 +657,6 @@ async fn crash_during_pull(database_url: Option<String>) {
             .map(|e| e.path())
             .collect::<Vec<_>>()
     );
-    let cache_tmp = dir.path().join("oci-cache").join("tmp");
     assert!(
         files_under(&cache_tmp).is_empty(),
         "cache temp files left: {:?}",
@@ -515,12 +677,22 @@ async fn crash_during_pull(database_url: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_pull_sqlite() {
-    crash_during_pull(None).await;
+    crash_during_pull(None, KillIn::FlatteningOrBuilding).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_pull_postgres() {
-    crash_during_pull(Some(fresh_pg_database().await)).await;
+    crash_during_pull(Some(fresh_pg_database().await), KillIn::FlatteningOrBuilding).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_pulling_layers_sqlite() {
+    crash_during_pull(None, KillIn::Pulling).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_pulling_layers_postgres() {
+    crash_during_pull(Some(fresh_pg_database().await), KillIn::Pulling).await;
 }
 
 on_both!(failures_are_typed_and_leave_nothing);

@@ -13,7 +13,7 @@ use strata_domain::reference::{Platform, Reference};
 use strata_providers::archive::ArchiveLimits;
 use strata_providers::blobcache::BlobCache;
 use strata_providers::flatten::FlattenLimits;
-use strata_providers::oci::{Phase, Progress, PullError, PullSpec, pull_rootfs};
+use strata_providers::oci::{Phase, Progress, PullError, PullSpec, Rootfs, pull_rootfs};
 
 use crate::registry::{ImageSpec, Registry, layer_from_dir, layer_from_tar, loopback_client, push};
 
@@ -134,9 +134,11 @@ async fn a_real_image_becomes_a_clean_ext4_rootfs() {
         !work.path().join("tree").exists(),
         "the staging tree is gone after the build"
     );
-    let img = &pulled.ext4;
-    assert_eq!(std::fs::metadata(img).unwrap().len(), pulled.ext4_size);
-    assert!(pulled.ext4_size >= 64 << 20);
+    let Rootfs::Built { path: img, size } = &pulled.rootfs else {
+        panic!("an empty cache builds: {:?}", pulled.rootfs)
+    };
+    assert_eq!(std::fs::metadata(img).unwrap().len(), *size);
+    assert!(*size >= 64 << 20);
     let fsck = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
     let stat = |p: &str| debugfs(img, &format!("stat {p}"));
@@ -169,6 +171,10 @@ async fn a_real_image_becomes_a_clean_ext4_rootfs() {
         .await
         .unwrap();
     assert_eq!(again.cache_hits, 2);
+    assert!(
+        matches!(again.rootfs, Rootfs::Built { .. }),
+        "nothing remembered the build"
+    );
     // a size too small says by how much
     let work3 = tempfile::tempdir().unwrap();
     let mut small = spec(&r, &p, work3.path());

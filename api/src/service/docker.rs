@@ -163,6 +163,11 @@ async fn load_one(
     std::fs::create_dir_all(work).map_err(|e| ApiError::internal(anyhow::anyhow!("staging: {e}")))?;
     let (layers, dir, max) = (loaded.layers.clone(), work.to_path_buf(), st.limits.max_image_bytes);
     let built = tokio::task::spawn_blocking(move || {
+        let layers = layers
+            .iter()
+            .map(std::fs::File::open)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RootfsError::Internal(format!("opening a layer: {e}")))?;
         rootfs::build(&RootfsSpec {
             layers: &layers,
             work_dir: &dir,
@@ -170,6 +175,7 @@ async fn load_one(
             size_bytes: None,
             cancel: &AtomicBool::new(false),
             tool_timeout: Duration::from_secs(600),
+            on_building: &|| {},
         })
     })
     .await

@@ -10,14 +10,16 @@
 //!
 //! `run` pulls into a staging directory of the job's own (`strata_providers::oci`), then streams
 //! the ext4 file into storage through the ingest pipeline (hashed on the way, checked to be ext4),
-//! and removes the staging directory on every path, dropped futures included.
+//! and removes the staging directory on every path, dropped futures included. The filesystem it
+//! built is then kept in the OCI cache (a hard link) under the manifest digest, platform and size:
+//! the next pull of the same image, by any tenant that can resolve that manifest, stores it
+//! without pulling or building, verified against the digest it was stored with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strata_domain::DomainError;
 use strata_domain::command::OciSource;
@@ -26,9 +28,10 @@ use strata_domain::reference::{Platform, Reference};
 use strata_providers::archive::ArchiveLimits;
 use strata_providers::blobcache::BlobCache;
 use strata_providers::flatten::FlattenLimits;
-use strata_providers::oci::{Phase, Progress, PullError, PullSpec, pull_rootfs};
+use strata_providers::oci::{Phase, Progress, PullError, PullSpec, Pulled, Rootfs, pull_rootfs};
 use strata_providers::registry::{Login, RegistryClient, RegistryError, default_platform};
-use strata_providers::{FetchError, Fetcher, IngestError, IngestLimits, Inspector, ingest};
+use strata_providers::rootfs::Ext4Fs;
+use strata_providers::{FetchError, Fetcher, IngestError, IngestLimits, Ingested, ingest};
 
 use crate::config::Config;
 use crate::service::jobs::{Attempt, Checked, Failure, ImportKind, Produced, Reporter};
@@ -188,32 +191,86 @@ impl ImportKind for OciImport {
 
         let staging = Staging::create(&self.staging, job).map_err(|e| Failure::internal(job, "staging", &e))?;
         let reporter = attempt.reporter();
-        reporter.set_phase(ImportPhase::Resolving);
-        let pulled = pull_rootfs(
-            &self.client,
-            &self.cache,
-            PullSpec {
-                reference: &reference,
-                platform: &platform,
-                login: secret.cloned(),
-                size_bytes: spec.size_bytes,
-                work_dir: &staging.dir,
-                limits: self.limits.clone(),
-                max_layer_bytes: self.max_layer_bytes.min(max),
-                cancel: staging.cancel.clone(),
-                tool_timeout: self.tool_timeout,
-            },
-            Arc::new(PhaseReporter(reporter.clone())),
-        )
-        .await
-        .map_err(|e| pull_failure(job, e))?;
+        let pull = || {
+            reporter.set_phase(ImportPhase::Resolving);
+            pull_rootfs(
+                &self.client,
+                &self.cache,
+                PullSpec {
+                    reference: &reference,
+                    platform: &platform,
+                    login: secret.cloned(),
+                    size_bytes: spec.size_bytes,
+                    work_dir: &staging.dir,
+                    limits: self.limits.clone(),
+                    max_layer_bytes: self.max_layer_bytes.min(max),
+                    cancel: staging.cancel.clone(),
+                    tool_timeout: self.tool_timeout,
+                },
+                Arc::new(PhaseReporter(reporter.clone())),
+            )
+        };
+        let pulled = pull().await.map_err(|e| pull_failure(job, e))?;
+        let (pulled, done) = match self.store(attempt, &spec, pulled).await? {
+            Stored::Done(both) => *both,
+            Stored::DamagedCache => {
+                // the cached filesystem was dropped: this pull builds it anew
+                let pulled = pull().await.map_err(|e| pull_failure(job, e))?;
+                match self.store(attempt, &spec, pulled).await? {
+                    Stored::Done(both) => *both,
+                    Stored::DamagedCache => {
+                        return Err(Failure::internal(
+                            job,
+                            "storing",
+                            &"a fresh build was taken for a cached one",
+                        ));
+                    }
+                }
+            }
+        };
+        if let Rootfs::Built { path, .. } = &pulled.rootfs {
+            // remembered for the next pull of the same image: a hard link, no copy
+            let (cache, key, sha, path) = (
+                self.cache.clone(),
+                pulled.build_key.clone(),
+                done.sha256.clone(),
+                path.clone(),
+            );
+            let size = done.size;
+            let remembered = tokio::task::spawn_blocking(move || cache.remember_built(&key, &path, &sha, size)).await;
+            if let Ok(Err(e)) = remembered {
+                tracing::warn!(%job, error = %e, "keeping the built filesystem in the OCI cache failed");
+            }
+        }
+        drop(staging);
+        let from_cache = matches!(pulled.rootfs, Rootfs::Cached { .. });
+        tracing::info!(%job, size = done.size, cache_hits = pulled.cache_hits, from_cache, "OCI pull stored");
+        Ok(Produced::Blob {
+            size: done.size,
+            sha256: done.sha256,
+        })
+    }
+}
+
+/// What storing a pulled filesystem came to.
+enum Stored {
+    Done(Box<(Pulled, Ingested<()>)>),
+    /// The cached filesystem did not match the digest it was stored with; it is dropped.
+    DamagedCache,
+}
+
+impl OciImport {
+    /// Checks the pulled filesystem against the job and the quota and stores it through the
+    /// ingest pipeline (hashed, checked to be ext4, a cached one against its digest).
+    async fn store(&self, attempt: &Attempt<'_>, spec: &OciSpec, mut pulled: Pulled) -> Result<Stored, Failure> {
+        let (job, max) = (attempt.job.id, attempt.max_bytes);
         if pulled.resolved.manifest_digest.as_str() != spec.manifest_digest {
             return Err(Failure::permanent(
                 ReasonCode::InvalidArchive,
                 "the registry served another manifest than the one checked",
             ));
         }
-        let size = pulled.ext4_size;
+        let size = pulled.rootfs.size();
         if size > max {
             return Err(Failure::permanent(
                 ReasonCode::TooLarge,
@@ -222,42 +279,61 @@ impl ImportKind for OciImport {
         }
         attempt.bytes_fit(size).await?;
 
+        let reporter = attempt.reporter();
         reporter.set_phase(ImportPhase::Storing);
         reporter.progress(0, size);
-        let file = tokio::fs::File::open(&pulled.ext4)
-            .await
-            .map_err(|e| Failure::internal(job, "opening the built filesystem", &e))?;
+        let (file, expected) = match &mut pulled.rootfs {
+            Rootfs::Built { path, .. } => {
+                let file = std::fs::File::open(&*path)
+                    .map_err(|e| Failure::internal(job, "opening the built filesystem", &e))?;
+                (file, None)
+            }
+            Rootfs::Cached { file, sha256, .. } => (
+                file.try_clone()
+                    .map_err(|e| Failure::internal(job, "opening the cached filesystem", &e))?,
+                Some(sha256.clone()),
+            ),
+        };
+        let from_cache = expected.is_some();
         let limits = IngestLimits {
             max_bytes: max,
-            expected_sha256: None,
+            expected_sha256: expected,
         };
+        let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
         let ledger = attempt.ledger();
-        let done = ingest(
+        let stored = ingest(
             &attempt.region.store,
             &attempt.key,
-            file_stream(file),
-            &Ext4Image,
+            stream,
+            &Ext4Fs,
             &limits,
             Some(&ledger),
             attempt.progress_fn(),
         )
-        .await
-        .map_err(|e| match e {
-            IngestError::Rejected(r) => Failure::permanent(ReasonCode::Internal, r.to_string()),
-            IngestError::TooLarge { limit } => Failure::permanent(
-                ReasonCode::TooLarge,
-                format!("the filesystem exceeds the limit of {limit} bytes"),
-            ),
-            IngestError::ChecksumMismatch { .. } => Failure::internal(job, "storing", &"checksum mismatch"),
-            IngestError::Source(e) => Failure::internal(job, "reading the built filesystem", &e),
-            IngestError::Storage(e) => Failure::internal(job, "storage", &e),
-        })?;
-        drop(staging);
-        tracing::info!(%job, size = done.size, cache_hits = pulled.cache_hits, "OCI pull stored");
-        Ok(Produced::Blob {
-            size: done.size,
-            sha256: done.sha256,
-        })
+        .await;
+        match stored {
+            Ok(done) => Ok(Stored::Done(Box::new((pulled, done)))),
+            Err(IngestError::ChecksumMismatch { .. } | IngestError::Rejected(_)) if from_cache => {
+                tracing::warn!(%job, "a cached root filesystem did not match its digest; dropped it");
+                let (cache, key) = (self.cache.clone(), pulled.build_key.clone());
+                let _ = tokio::task::spawn_blocking(move || cache.forget_built(&key)).await;
+                Ok(Stored::DamagedCache)
+            }
+            Err(e) => Err(store_failure(job, e)),
+        }
+    }
+}
+
+fn store_failure(job: uuid::Uuid, e: IngestError<std::io::Error, &'static str>) -> Failure {
+    match e {
+        IngestError::Rejected(r) => Failure::permanent(ReasonCode::Internal, r.to_string()),
+        IngestError::TooLarge { limit } => Failure::permanent(
+            ReasonCode::TooLarge,
+            format!("the filesystem exceeds the limit of {limit} bytes"),
+        ),
+        IngestError::ChecksumMismatch { .. } => Failure::internal(job, "storing", &"checksum mismatch"),
+        IngestError::Source(e) => Failure::internal(job, "reading the built filesystem", &e),
+        IngestError::Storage(e) => Failure::internal(job, "storage", &e),
     }
 }
 
@@ -324,45 +400,11 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        self.cancel.store(true, Ordering::SeqCst);
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(dir = %self.dir.display(), error = %e, "removing OCI staging failed");
-        }
-    }
-}
-
-/// A local file as a stream of 1 MiB chunks.
-fn file_stream(
-    file: tokio::fs::File,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send + 'static {
-    use tokio::io::AsyncReadExt;
-    Box::pin(futures::stream::try_unfold(file, |mut f| async move {
-        let mut buf = vec![0u8; 1 << 20];
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), f)))
-    }))
-}
-
-/// Accepts only an ext4 filesystem: the superblock's magic at byte 1080.
-#[derive(Debug, Clone, Copy)]
-struct Ext4Image;
-
-impl Inspector for Ext4Image {
-    type Found = ();
-    type Rejection = &'static str;
-    fn head_len(&self) -> usize {
-        2048
-    }
-    fn inspect(&self, head: &[u8]) -> Result<(), &'static str> {
-        match head.get(1080..1082) {
-            Some([0x53, 0xef]) => Ok(()),
-            _ => Err("the built filesystem is not ext4"),
         }
     }
 }
