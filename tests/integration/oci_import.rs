@@ -491,6 +491,71 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
     assert!(!logs.contains(&password), "the password is in the logs");
 }
 
+on_both!(credentials_go_through_the_token_flow);
+/// A registry behind the Docker token flow (its own token service, trusted by the registry):
+/// the caller's credentials get a bearer token from the realm the registry names, which then
+/// pulls; without them, or with wrong ones, the token service refuses and nothing is created.
+async fn credentials_go_through_the_token_flow(backend: Backend) {
+    use crate::registry::TokenServer;
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let tokens = TokenServer::start("puller", &password).await;
+    let reg = Registry::start_with_tokens(&tokens).await;
+    let layers = small_layers();
+    push(
+        &reg,
+        "private/app",
+        "2.0",
+        &[ImageSpec::amd64(&layers)],
+        Some(("puller", &password)),
+    );
+    let pushed_with = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(pushed_with > 0, "skopeo pushed through the token flow");
+    let realm = tokens.addr.clone();
+    let cfg = oci_cfg(&reg);
+    let cfg = move |c: &mut strata_api::Config| {
+        cfg(c);
+        // the token service is plain HTTP on loopback too
+        c.oci.insecure_registries.push(realm);
+    };
+    let issued = tokens.issued.clone();
+    run(backend, cfg, |app: TestApp| async move {
+        let t = app.token(&["acme"]);
+        let reference = format!("{}/private/app:2.0", reg.addr);
+        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
+        assert!(body["message"].as_str().unwrap().contains("token"), "{body}");
+        let wrong = json!({"source": {"type": "oci", "reference": reference,
+            "credentials": {"username": "puller", "password": "wrong"}}});
+        expect_error(
+            create(&app, &t, wrong).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch-failed",
+        )
+        .await;
+        assert_eq!(
+            issued.load(std::sync::atomic::Ordering::SeqCst),
+            pushed_with,
+            "no token for them"
+        );
+        let list = app.req(Method::GET, &images_url(&app), &t).send().await.unwrap();
+        assert!(!list.text().await.unwrap().contains("app-2.0"), "nothing was created");
+
+        let body = json!({"source": {"type": "oci", "reference": reference,
+            "credentials": {"username": "puller", "password": password}}});
+        let img = expect_status(create(&app, &t, body).await, StatusCode::CREATED).await;
+        let id = img["id"].as_str().unwrap().to_owned();
+        let ready = wait_for(&app, &t, &id, 120, &mut Vec::new(), settled).await;
+        assert_eq!(ready["status"]["state"], "ready", "{ready}");
+        assert!(
+            issued.load(std::sync::atomic::Ordering::SeqCst) > pushed_with,
+            "the pull got its token from the realm"
+        );
+        assert!(!ready.to_string().contains(&password));
+        download_ext4(&app, &t, &id, tempfile::tempdir().unwrap().path()).await;
+    })
+    .await;
+}
+
 /// Where a crash test kills the first process.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum KillIn {

@@ -45,10 +45,28 @@ pub fn run(cmd: &mut Command) -> String {
 impl Registry {
     /// Starts a registry; with `login`, it asks for basic auth (htpasswd, bcrypt).
     pub async fn start(login: Option<(&str, &str)>) -> Registry {
+        Self::start_with(login, None).await
+    }
+
+    /// Starts a registry that sends clients to `tokens` for a bearer token (the registry's
+    /// token flow), trusting the tokens it signs.
+    pub async fn start_with_tokens(tokens: &TokenServer) -> Registry {
+        Self::start_with(None, Some(tokens)).await
+    }
+
+    async fn start_with(login: Option<(&str, &str)>, tokens: Option<&TokenServer>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let storage = dir.path().join("storage");
         let auth = match login {
+            None if tokens.is_some() => {
+                let t = tokens.unwrap();
+                format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    t.addr,
+                    t.cert.display()
+                )
+            }
             Some((user, password)) => {
                 let htpasswd = dir.path().join("htpasswd");
                 let line = run(Command::new("htpasswd").args(["-Bbn", user, password]));
@@ -288,5 +306,126 @@ pub fn write_layout(layout: &Path, tag: &str, images: &[ImageSpec<'_>]) -> Pushe
     Pushed {
         digest: top["digest"].as_str().unwrap().to_owned(),
         manifests,
+    }
+}
+
+const TOKEN_SERVICE: &str = "strata-test-registry";
+const TOKEN_ISSUER: &str = "strata-test-token-issuer";
+
+/// A registry token service on 127.0.0.1 (the Docker token flow): `GET /token?service&scope`
+/// with basic credentials answers `{"token": JWT}`, an ES256 JWT with the signing certificate in
+/// `x5c`, which the registry verifies against the same certificate (`rootcertbundle`). Wrong or
+/// missing credentials get 401. Counts the tokens it issued.
+pub struct TokenServer {
+    pub addr: String,
+    pub cert: PathBuf,
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    pub async fn start(user: &str, password: &str) -> TokenServer {
+        use base64::Engine as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=strata-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        let der = std::process::Command::new("openssl")
+            .args(["x509", "-outform", "der", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let signing = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&key).unwrap()).unwrap();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = issued.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (signing, x5c, expected, counter) =
+                    (signing.clone(), x5c.clone(), expected.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let authorized = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected);
+                    let url = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
+                    let scopes: Vec<String> = url
+                        .query_pairs()
+                        .filter(|(k, _)| k == "scope")
+                        .map(|(_, v)| v.into_owned())
+                        .collect();
+                    let reply = if !authorized || url.path() != "/token" {
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                    } else {
+                        // grants what each scope asks: repository:NAME:ACTIONS
+                        let access: Vec<serde_json::Value> = scopes
+                            .iter()
+                            .filter_map(|s| {
+                                let mut parts = s.splitn(3, ':');
+                                let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                                Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                            })
+                            .collect();
+                        let now = chrono::Utc::now().timestamp();
+                        let claims = json!({
+                            "iss": TOKEN_ISSUER, "sub": "puller", "aud": TOKEN_SERVICE,
+                            "exp": now + 300, "nbf": now - 10, "iat": now,
+                            "jti": uuid::Uuid::new_v4().to_string(), "access": access,
+                        });
+                        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+                        header.x5c = Some(vec![x5c]);
+                        let token = jsonwebtoken::encode(&header, &claims, &signing).unwrap();
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = json!({"token": token}).to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        TokenServer {
+            addr,
+            cert,
+            issued,
+            _dir: dir,
+        }
     }
 }
