@@ -782,6 +782,42 @@ async fn failures_are_typed_and_leave_nothing(backend: Backend) {
         &[ImageSpec::amd64(&[layer_from_tar(&tar.stdout)])],
         None,
     );
+    // an absolute entry name; a symlink climbing out, written through by the next layer; more
+    // entries than `max_entries` (tar files written by Python's tarfile, which writes them as
+    // asked)
+    let py_tar = |script: &str| -> crate::registry::BuiltLayer {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import io, sys, tarfile\nbuf = io.BytesIO()\nt = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)\n\
+                 def f(name, data=b'x'):\n    i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n\
+                 def l(name, target):\n    i = tarfile.TarInfo(name); i.type = tarfile.SYMTYPE; i.linkname = target; t.addfile(i)\n\
+                 {script}\nt.close()\nsys.stdout.buffer.write(buf.getvalue())\n"
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        layer_from_tar(&out.stdout)
+    };
+    push(
+        &reg,
+        "evil/absolute",
+        "v1",
+        &[ImageSpec::amd64(&[py_tar("f('/tmp/strata-evil-abs')")])],
+        None,
+    );
+    let climb = [
+        py_tar("l('up', '../../../../../../../../tmp')"),
+        py_tar("f('up/strata-evil-through')"),
+    ];
+    push(&reg, "evil/symlink", "v1", &[ImageSpec::amd64(&climb)], None);
+    push(
+        &reg,
+        "evil/entries",
+        "v1",
+        &[ImageSpec::amd64(&[py_tar("[f(f'e{n}') for n in range(3000)]")])],
+        None,
+    );
     // a layer blob the registry's storage no longer matches
     let layers = small_layers();
     let pushed = push(&reg, "team/tampered", "v1", &[ImageSpec::amd64(&layers)], None);
@@ -800,6 +836,7 @@ async fn failures_are_typed_and_leave_nothing(backend: Backend) {
     let cfg = move |c: &mut strata_api::Config| {
         configure(c);
         c.quotas.max_bytes = 200 << 20;
+        c.oci.max_entries = 2000;
     };
     run(backend, cfg, |app: TestApp| async move {
         let t = app.token(&["acme"]);
@@ -808,6 +845,21 @@ async fn failures_are_typed_and_leave_nothing(backend: Backend) {
                 json!({"type": "oci", "reference": format!("{}/evil/dotdot:v1", reg.addr)}),
                 "invalid-archive",
                 "..",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/evil/absolute:v1", reg.addr)}),
+                "invalid-archive",
+                "strata-evil-abs",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/evil/symlink:v1", reg.addr)}),
+                "invalid-archive",
+                "through a symlink",
+            ),
+            (
+                json!({"type": "oci", "reference": format!("{}/evil/entries:v1", reg.addr)}),
+                "invalid-archive",
+                "2000",
             ),
             (
                 json!({"type": "oci", "reference": format!("{}/team/tampered:v1", reg.addr)}),
@@ -836,6 +888,8 @@ async fn failures_are_typed_and_leave_nothing(backend: Backend) {
             assert!(staging_left(&app).is_empty(), "staging: {:?}", staging_left(&app));
         }
         assert!(!evil_dir.path().parent().unwrap().join("evil").exists());
+        assert!(!std::path::Path::new("/tmp/strata-evil-abs").exists());
+        assert!(!std::path::Path::new("/tmp/strata-evil-through").exists());
         assert!(app.stored().await.is_empty(), "stored: {:?}", app.stored().await);
         let tmp = app.cfg.data_dir.join("oci-cache").join("tmp");
         assert!(files_under(&tmp).is_empty(), "cache temp: {:?}", files_under(&tmp));
