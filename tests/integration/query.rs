@@ -159,7 +159,11 @@ both!(v2_query, |app: TestApp| async move {
         .send()
         .await
         .unwrap();
-    expect_status(res, StatusCode::OK).await;
+    let patched = expect_status(res, StatusCode::OK).await;
+    // a page's items carry the same tags as the image itself (they come with the page's rows)
+    let listed = page(&app, &a, "name=a-00").await;
+    assert_eq!(listed["items"][0]["tags"], patched["tags"], "{listed}");
+    assert_eq!(listed["items"][0]["tags"]["env"], "prod=x");
     assert_eq!(all_pages(&app, &a, "tag=env=prod").await.len(), 11);
     assert_eq!(all_pages(&app, &a, "tag=env=prod=x").await, vec!["a-00".to_owned()]);
     assert_eq!(
