@@ -4,7 +4,9 @@
 //! sort order, instead of probing `image_tags` for each image it passes (a rare tag combination
 //! walks thousands of images per page). It is only a prefilter: `image_tags` stays the truth and
 //! each candidate is still confirmed there, so no content can make the query wrong. NULL (a row
-//! written by a binary that does not know the column) means "unknown": such rows are probed.
+//! inserted by a binary that does not know the column) means "unknown": such rows are probed.
+//! Such a binary changing an existing image's tags would leave `tag_set` stale: during a
+//! rolling upgrade, filters can miss that image until a new binary rewrites its tags.
 //!
 //! `db::images` keeps the column current with the same expression, in the transaction that
 //! writes the tags.
