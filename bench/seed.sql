@@ -18,7 +18,7 @@ END $$;
 INSERT INTO images (id, region_id, organization_id, visibility, kind, disk_format, architecture, name,
   description, os_family, os_distro, os_version, protected, source, reference, digest, imported_by,
   imported_at, state, reason, bytes_done, bytes_total, size_bytes, sha256, expected_sha256, blob_id,
-  created_at, updated_at, revision)
+  created_at, updated_at, revision, tag_set)
 SELECT md5('image' || g)::uuid::text, 'local',
   CASE WHEN g <= 100 THEN NULL ELSE 'org-' || (g % :orgs) END,
   CASE WHEN g <= 100 THEN 'global' ELSE 'organization' END,
@@ -31,7 +31,16 @@ SELECT md5('image' || g)::uuid::text, 'local',
   CASE WHEN g % 50 = 0 THEN NULL ELSE 1073741824 END,
   CASE WHEN g % 50 = 0 THEN NULL ELSE md5(g::text) || md5(g::text) END, NULL,
   CASE WHEN g % 50 = 0 THEN NULL ELSE md5('blob' || g)::uuid::text END,
-  t, t, 1
+  t, t, 1,
+  -- the tags inserted below, as Strata keeps them in tag_set (checked at the end)
+  chr(31) || concat_ws(chr(31),
+    'env=' || (ARRAY['prod', 'staging', 'dev'])[1 + g % 3], 'team=t' || ((g / 3) % 20),
+    'tier=' || (ARRAY['web', 'db', 'batch'])[1 + (g / 7) % 3], 'app=app' || (g % 997),
+    'cost-center=cc' || (g % 100), 'strata.dev/source=upload',
+    CASE WHEN g <= 100 THEN NULL ELSE 'strata.dev/organization=org-' || (g % :orgs) END,
+    'strata.dev/imported-by=bench',
+    CASE WHEN g % 50 = 0 THEN NULL ELSE 'strata.dev/digest=sha256:' || md5(g::text) || md5(g::text) END
+  ) || chr(31)
 FROM generate_series(1, :n) g,
   LATERAL (SELECT 1700000000000000::bigint + ((g::bigint * 7919) % :n) * 1000000 + g % 1000 AS t) c;
 
@@ -56,3 +65,13 @@ DO $$ DECLARE r record; BEGIN
   FOR r IN SELECT indexdef FROM bench_indexes LOOP EXECUTE r.indexdef; END LOOP;
 END $$;
 SET session_replication_role = origin;
+
+-- tag_set holds exactly the image's tags (any order), as Strata's own writes keep it
+DO $$ BEGIN
+  IF EXISTS (
+    SELECT 1 FROM (SELECT * FROM images ORDER BY id LIMIT 2000) i
+    WHERE (SELECT array_agg(x ORDER BY x) FROM unnest(string_to_array(trim(both chr(31) from i.tag_set), chr(31))) x)
+      IS DISTINCT FROM
+      (SELECT array_agg(key || '=' || value ORDER BY key || '=' || value) FROM image_tags WHERE image_id = i.id)
+  ) THEN RAISE EXCEPTION 'bench seed: tag_set does not match image_tags'; END IF;
+END $$;

@@ -14,6 +14,7 @@ mod m20261203_100020_query_indexes;
 mod m20261203_100030_oci;
 mod m20261203_100040_kernel_jobs;
 mod m20261203_100050_docker;
+mod m20261204_100010_image_tag_set;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_100030_oci::Migration),
             Box::new(m20261203_100040_kernel_jobs::Migration),
             Box::new(m20261203_100050_docker::Migration),
+            Box::new(m20261204_100010_image_tag_set::Migration),
         ]
     }
 }

@@ -230,7 +230,10 @@ both!(
             let req = app.req(Method::GET, &url, &t);
             async move { expect_status(req.send().await.unwrap(), StatusCode::OK).await }
         };
-        assert_eq!(v2("kind=rootfs").await["items"].as_array().unwrap().len(), 1);
+        let rootfs = v2("kind=rootfs").await;
+        assert_eq!(rootfs["items"].as_array().unwrap().len(), 1);
+        // the page's docker tags come with its rows, in the same order as the image's own
+        assert_eq!(rootfs["items"][0]["dockerTags"], one["dockerTags"], "{rootfs}");
         assert!(v2("kind=disk").await["items"].as_array().unwrap().is_empty());
         assert_eq!(
             cli.images(),

@@ -147,6 +147,31 @@ both!(v2_query, |app: TestApp| async move {
     );
     let items = page(&app, &a, "name=g-0").await;
     assert_eq!(items["items"][0]["id"], g["id"]);
+    // a tag change is what the filters see next (the tags' prefilter column is rewritten in the
+    // same transaction), and a value holding `=` matches only itself
+    let a00 = page(&app, &a, "name=a-00").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .req(Method::PATCH, &format!("{}/images/{a00}", app.v1("a", "local")), &a)
+        .json(&json!({"tags": {"env": "prod=x", "team": "y"}}))
+        .send()
+        .await
+        .unwrap();
+    let patched = expect_status(res, StatusCode::OK).await;
+    // a page's items carry the same tags as the image itself (they come with the page's rows)
+    let listed = page(&app, &a, "name=a-00").await;
+    assert_eq!(listed["items"][0]["tags"], patched["tags"], "{listed}");
+    assert_eq!(listed["items"][0]["tags"]["env"], "prod=x");
+    assert_eq!(all_pages(&app, &a, "tag=env=prod").await.len(), 11);
+    assert_eq!(all_pages(&app, &a, "tag=env=prod=x").await, vec!["a-00".to_owned()]);
+    assert_eq!(
+        all_pages(&app, &a, "tag=team=y&tag=env=prod=x").await,
+        vec!["a-00".to_owned()]
+    );
+    assert_eq!(all_pages(&app, &a, "tag=team").await.len(), 12);
+    assert!(all_pages(&app, &a, "tag=env=prod=").await.is_empty());
 
     // bad input
     let url = |q: &str| format!("{}/api/v2/regions/local/images?{q}", app.base);

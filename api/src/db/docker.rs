@@ -155,6 +155,11 @@ impl<'a> OrgDocker<'a> {
     }
 }
 
+/// A stored reference as clients name it (`ubuntu:24.04`, not `docker.io/library/ubuntu:24.04`).
+pub(super) fn familiar(reference: &str) -> String {
+    strata_domain::reference::Reference::parse(reference).map_or_else(|_| reference.to_owned(), |r| r.familiar())
+}
+
 /// The Docker tags (familiar form, sorted) of these images, by image id.
 pub async fn tags_of<C: ConnectionTrait>(c: &C, image_ids: Vec<String>) -> DbResult<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -168,9 +173,7 @@ pub async fn tags_of<C: ConnectionTrait>(c: &C, image_ids: Vec<String>) -> DbRes
             .all(c)
             .await?
         {
-            let familiar = strata_domain::reference::Reference::parse(&t.reference)
-                .map_or_else(|_| t.reference.clone(), |r| r.familiar());
-            out.entry(t.image_id).or_default().push(familiar);
+            out.entry(t.image_id).or_default().push(familiar(&t.reference));
         }
     }
     Ok(out)

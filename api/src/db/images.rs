@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, Statement,
 };
 use strata_domain::DomainError;
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
@@ -128,7 +128,48 @@ async fn write_tags<C: ConnectionTrait>(c: &C, img: &Image) -> Result<(), sea_or
     if !rows.is_empty() {
         image_tags::Entity::insert_many(rows).exec(c).await?;
     }
+    refresh_tag_set(c, &id).await
+}
+
+/// Between the tags of `images.tag_set` (migration `m20261204_100010_image_tag_set`): a control
+/// character, which no tag value may contain.
+const TAG_SET_SEPARATOR: char = '\u{1f}';
+
+/// Rewrites `images.tag_set` from the image's rows in `image_tags`; called in the transaction
+/// that wrote them, so the prefilter never lags the tags.
+async fn refresh_tag_set<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_orm::DbErr> {
+    let backend = c.get_database_backend();
+    let mut sql = Sql {
+        backend,
+        text: String::new(),
+        values: Vec::new(),
+    };
+    let sep = TAG_SET_SEPARATOR.to_string();
+    // string_agg: PostgreSQL, and SQLite since 3.44 (the bundled one is 3.51).
+    sql.push("UPDATE images SET tag_set = COALESCE((SELECT ")
+        .bind(sep.clone())
+        .push(" || string_agg(image_tags.\"key\" || '=' || image_tags.\"value\", ")
+        .bind(sep.clone())
+        .push(") || ")
+        .bind(sep.clone())
+        .push(" FROM image_tags WHERE image_tags.image_id = ")
+        .bind(id.to_owned())
+        .push("), ")
+        .bind(sep)
+        .push(") WHERE id = ")
+        .bind(id.to_owned());
+    c.execute_raw(Statement::from_sql_and_values(backend, sql.text, sql.values))
+        .await?;
     Ok(())
+}
+
+/// What `images.tag_set` contains when the image has the tag `filter` (any value when it has none).
+fn tag_set_needle(filter: &strata_domain::tags::TagFilter) -> String {
+    let sep = TAG_SET_SEPARATOR;
+    match &filter.value {
+        Some(v) => format!("{sep}{}={v}{sep}", filter.key),
+        None => format!("{sep}{}=", filter.key),
+    }
 }
 
 async fn load_user_tags<C: ConnectionTrait>(
@@ -342,6 +383,7 @@ pub async fn mark_ready_in<C: ConnectionTrait>(
     })
     .exec(txn)
     .await?;
+    refresh_tag_set(txn, &id.to_string()).await?;
     Ok(true)
 }
 
@@ -414,16 +456,57 @@ async fn consumer_names<C: ConnectionTrait>(c: &C, image_id: &str) -> Result<Vec
         .collect())
 }
 
-/// One page of the v2 query, plus whether more follow.
+/// One page of the v2 query, plus whether more follow: one statement, one round trip (the
+/// page's tags come with its rows).
 pub async fn query(db: &Db, region: &RegionId, q: &ImageQuery) -> DbResult<(Vec<Image>, bool)> {
     let Some(stmt) = query_statement(db.get_database_backend(), region, q) else {
         return Ok((vec![], false));
     };
-    let mut rows = images::Entity::find().from_raw_sql(stmt).all(db).await?;
+    let mut rows = PageRow::find_by_statement(stmt).all(db).await?;
     let more = rows.len() > q.limit as usize;
     rows.truncate(q.limit as usize);
-    Ok((hydrate(db, rows).await?, more))
+    let images = rows.into_iter().map(PageRow::into_image).collect::<DbResult<_>>()?;
+    Ok((images, more))
 }
+
+/// A row of the v2 statement: the image and, as JSON text, its user tags (an object) and its
+/// docker tags (an array of references in order); NULL when it has none.
+struct PageRow {
+    image: images::Model,
+    user_tags: Option<String>,
+    docker_tags: Option<String>,
+}
+
+impl FromQueryResult for PageRow {
+    fn from_query_result(res: &QueryResult, pre: &str) -> Result<Self, sea_orm::DbErr> {
+        Ok(PageRow {
+            image: images::Model::from_query_result(res, pre)?,
+            user_tags: res.try_get(pre, USER_TAGS)?,
+            docker_tags: res.try_get(pre, DOCKER_TAGS)?,
+        })
+    }
+}
+
+impl PageRow {
+    fn into_image(self) -> DbResult<Image> {
+        let corrupt = |what: &str, e: serde_json::Error| DbError::Corrupt(anyhow::anyhow!("bad {what} in row: {e}"));
+        let tags: BTreeMap<String, String> = match self.user_tags.as_deref() {
+            Some(json) => serde_json::from_str(json).map_err(|e| corrupt("user tags", e))?,
+            None => BTreeMap::new(),
+        };
+        let docker: Vec<String> = match self.docker_tags.as_deref() {
+            Some(json) => serde_json::from_str(json).map_err(|e| corrupt("docker tags", e))?,
+            None => Vec::new(),
+        };
+        let mut img = from_row(self.image, tags).map_err(DbError::Corrupt)?;
+        img.docker_tags = docker.iter().map(|r| super::docker::familiar(r)).collect();
+        Ok(img)
+    }
+}
+
+/// The columns the v2 statement adds to each image row.
+const USER_TAGS: &str = "strata_user_tags";
+const DOCKER_TAGS: &str = "strata_docker_tags";
 
 /// SQL text with its bound values, in the placeholder style of the backend.
 struct Sql {
@@ -498,16 +581,32 @@ pub fn query_statement(backend: DbBackend, region: &RegionId, q: &ImageQuery) ->
         text: String::new(),
         values: Vec::new(),
     };
+    // PostgreSQL computes the tag columns of the top-level select list after its sort and
+    // `LIMIT` (it postpones expensive expressions); SQLite would compute them for every row it
+    // sorts, so there the page is a subquery and the columns are added outside it.
+    let flat = backend == DbBackend::Postgres;
     let merged = branches.len() > 1;
+    if !flat {
+        sql.push(&page_columns(backend, "p")).push(" FROM (");
+    }
     if merged {
-        sql.push("SELECT * FROM (");
+        if flat {
+            sql.push(&page_columns(backend, "u"));
+        } else {
+            sql.push("SELECT *");
+        }
+        sql.push(" FROM (");
     }
     for (i, who) in branches.iter().enumerate() {
         if i > 0 {
             sql.push(" UNION ALL ");
         }
-        sql.push("SELECT * FROM images WHERE region_id = ")
-            .bind(region.as_str());
+        if flat && !merged {
+            sql.push(&page_columns(backend, "images"));
+        } else {
+            sql.push("SELECT *");
+        }
+        sql.push(" FROM images WHERE region_id = ").bind(region.as_str());
         match who {
             Who::Anyone => {}
             Who::AnyOrganization => {
@@ -535,13 +634,34 @@ pub fn query_statement(backend: DbBackend, region: &RegionId, q: &ImageQuery) ->
     if merged {
         sql.push(") AS u");
     }
-    sql.push(match q.sort {
+    let order = match q.sort {
         Sort::Name => " ORDER BY name, id",
         Sort::CreatedAt => " ORDER BY created_at, id",
         Sort::CreatedAtDesc => " ORDER BY created_at DESC, id DESC",
-    });
+    };
+    sql.push(order);
     sql.push(&format!(" LIMIT {}", u64::from(q.limit) + 1));
+    if !flat {
+        sql.push(") AS p").push(order);
+    }
     Some(Statement::from_sql_and_values(backend, sql.text, sql.values))
+}
+
+/// The select list of the v2 statement: the image row of `table` with its user tags and docker
+/// tags as JSON text, each read through an index on `image_id` for the page's rows only (see
+/// [`query_statement`] for where each backend computes them).
+fn page_columns(backend: DbBackend, table: &str) -> String {
+    let (object, array) = match backend {
+        DbBackend::Postgres => ("json_object_agg", "json_agg"),
+        _ => ("json_group_object", "json_group_array"),
+    };
+    format!(
+        "SELECT {table}.*, \
+         (SELECT CAST({object}(image_tags.\"key\", image_tags.\"value\") AS TEXT) FROM image_tags \
+          WHERE image_tags.image_id = {table}.id AND NOT image_tags.reserved) AS {USER_TAGS}, \
+         (SELECT CAST({array}(docker_tags.reference ORDER BY docker_tags.reference) AS TEXT) FROM docker_tags \
+          WHERE docker_tags.image_id = {table}.id) AS {DOCKER_TAGS}"
+    )
 }
 
 /// The conditions every branch shares: state, name, architecture, tags and the cursor.
@@ -573,9 +693,21 @@ fn push_filters(sql: &mut Sql, q: &ImageQuery) {
     }
     // All tag probes in one COALESCE: PostgreSQL estimates an expression it cannot see into at
     // one half, whatever the statistics say about the tag, so a walk in sort order always looks
-    // (and is) cheaper than reading every image to sort them.
+    // (and is) cheaper than reading every image to sort them. Each tag is first looked for in the
+    // row's own `tag_set` (a NULL one is not known and passes), and only the images that pass
+    // every such test are probed in `image_tags`: a rare combination costs an in-row string
+    // search per image walked past, not a probe.
     if !q.tags.is_empty() {
+        let find = match sql.backend {
+            DbBackend::Postgres => "strpos",
+            _ => "instr",
+        };
         sql.push(" AND COALESCE(");
+        for t in &q.tags {
+            sql.push(&format!("COALESCE({find}(images.tag_set, "))
+                .bind(tag_set_needle(t))
+                .push(") > 0, true) AND ");
+        }
         for (i, t) in q.tags.iter().enumerate() {
             if i > 0 {
                 sql.push(" AND ");

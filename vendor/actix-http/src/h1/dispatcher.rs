@@ -38,6 +38,10 @@ use crate::{
 
 const LW_BUFFER_SIZE: usize = 1024;
 const HW_BUFFER_SIZE: usize = 1024 * 8;
+// STRATA PATCH: while a request body streams in, the read buffer grows in larger steps (see
+// `read_available`), so that a large upload takes fewer reads and fewer, larger payload chunks.
+const PAYLOAD_LW_BUFFER_SIZE: usize = 1024 * 16;
+const PAYLOAD_HW_BUFFER_SIZE: usize = 1024 * 64;
 const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
@@ -1237,9 +1241,16 @@ where
             }
 
             // grow buffer if necessary.
+            // STRATA PATCH: in larger steps while a request body streams in; a connection
+            // between requests (or with small ones) keeps the upstream 8 KiB.
+            let (lw, hw) = if this.payload.is_some() {
+                (PAYLOAD_LW_BUFFER_SIZE, PAYLOAD_HW_BUFFER_SIZE)
+            } else {
+                (LW_BUFFER_SIZE, HW_BUFFER_SIZE)
+            };
             let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+            if remaining < lw {
+                this.read_buf.reserve(hw - remaining);
             }
 
             match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
