@@ -18,7 +18,7 @@ END $$;
 INSERT INTO images (id, region_id, organization_id, visibility, kind, disk_format, architecture, name,
   description, os_family, os_distro, os_version, protected, source, reference, digest, imported_by,
   imported_at, state, reason, bytes_done, bytes_total, size_bytes, sha256, expected_sha256, blob_id,
-  created_at, updated_at, revision, tag_set)
+  created_at, updated_at, revision, tag_set_revision, tag_set)
 SELECT md5('image' || g)::uuid::text, 'local',
   CASE WHEN g <= 100 THEN NULL ELSE 'org-' || (g % :orgs) END,
   CASE WHEN g <= 100 THEN 'global' ELSE 'organization' END,
@@ -31,7 +31,7 @@ SELECT md5('image' || g)::uuid::text, 'local',
   CASE WHEN g % 50 = 0 THEN NULL ELSE 1073741824 END,
   CASE WHEN g % 50 = 0 THEN NULL ELSE md5(g::text) || md5(g::text) END, NULL,
   CASE WHEN g % 50 = 0 THEN NULL ELSE md5('blob' || g)::uuid::text END,
-  t, t, 1,
+  t, t, 1, 1,
   -- the tags inserted below, as Strata keeps them in tag_set (checked at the end)
   chr(31) || concat_ws(chr(31),
     'env=' || (ARRAY['prod', 'staging', 'dev'])[1 + g % 3], 'team=t' || ((g / 3) % 20),

@@ -5,11 +5,13 @@
 //! walks thousands of images per page). It is only a prefilter: `image_tags` stays the truth and
 //! each candidate is still confirmed there, so no content can make the query wrong. NULL (a row
 //! inserted by a binary that does not know the column) means "unknown": such rows are probed.
-//! Such a binary changing an existing image's tags would leave `tag_set` stale: during a
-//! rolling upgrade, filters can miss that image until a new binary rewrites its tags.
+//! `tag_set_revision` is the image's `revision` when `tag_set` was written. The prefilter is used
+//! only while the two are equal: a binary that does not know the columns (a rolling upgrade)
+//! bumps `revision` whenever it changes tags, so its writes turn the prefilter off for that image
+//! (probed, as before) instead of leaving a stale `tag_set` that could hide it.
 //!
-//! `db::images` keeps the column current with the same expression, in the transaction that
-//! writes the tags.
+//! `db::images` keeps both current with the same expression, in the transaction that writes the
+//! tags; its other revision bumps carry `tag_set_revision` along when it was current.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -21,6 +23,7 @@ pub struct Migration;
 enum Images {
     Table,
     TagSet,
+    TagSetRevision,
 }
 
 #[async_trait::async_trait]
@@ -34,6 +37,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Images::Table)
+                    .add_column(big_integer_null(Images::TagSetRevision))
+                    .to_owned(),
+            )
+            .await?;
         // string_agg: PostgreSQL, and SQLite since 3.44 (the bundled one is 3.51).
         let sep = match manager.get_database_backend() {
             sea_orm::DbBackend::Postgres => "chr(31)",
@@ -43,13 +54,22 @@ impl MigrationTrait for Migration {
             .get_connection()
             .execute_unprepared(&format!(
                 "UPDATE images SET tag_set = COALESCE((SELECT {sep} || string_agg(image_tags.\"key\" || '=' || \
-                 image_tags.\"value\", {sep}) || {sep} FROM image_tags WHERE image_tags.image_id = images.id), {sep})"
+                 image_tags.\"value\", {sep}) || {sep} FROM image_tags WHERE image_tags.image_id = images.id), {sep}), \
+                 tag_set_revision = revision"
             ))
             .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Images::Table)
+                    .drop_column(Images::TagSetRevision)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .alter_table(
                 Table::alter()

@@ -149,10 +149,18 @@ async fn seed(db: &DatabaseConnection) {
     .await
     .unwrap();
     // the tags' prefilter column as Strata keeps it; every 11th row's is unknown (NULL), as for
-    // a row written by a binary older than the column
+    // a row written by a binary older than the column; every 13th is stale, as for a row whose
+    // tags such a binary changed later (it bumped the revision, not `tag_set_revision`)
     db.execute_unprepared(
         "UPDATE images SET tag_set = (SELECT chr(31) || string_agg(key || '=' || value, chr(31)) || chr(31) \
-         FROM image_tags WHERE image_id = images.id) WHERE substr(name, 5)::bigint % 11 <> 0",
+         FROM image_tags WHERE image_id = images.id), tag_set_revision = revision \
+         WHERE substr(name, 5)::bigint % 11 <> 0",
+    )
+    .await
+    .unwrap();
+    db.execute_unprepared(
+        "UPDATE images SET tag_set = chr(31) || 'stale=yes' || chr(31), revision = revision + 1 \
+         WHERE substr(name, 5)::bigint % 13 = 0 AND tag_set IS NOT NULL",
     )
     .await
     .unwrap();
@@ -268,7 +276,8 @@ async fn check_results(db: &DatabaseConnection) {
 }
 
 /// Tag filters return exactly the images `image_tags` says match: the in-row prefilter
-/// (`images.tag_set`) only saves probes, and a NULL one (not known) lets the image through.
+/// (`images.tag_set`) only saves probes, and a NULL one (not known) or a stale one (older than
+/// the row's revision) lets the image through.
 async fn check_tag_results(db: &DatabaseConnection) {
     let region = RegionId::parse("local").unwrap();
     for filters in [
@@ -332,6 +341,23 @@ async fn check_tag_results(db: &DatabaseConnection) {
         assert!(
             filters == ["env=prod="] || unknown > 0,
             "{filters:?}: no image without tag_set matches, so that case is untested"
+        );
+        let stale: i64 = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!(
+                    "SELECT count(*) FROM images i WHERE tag_set = chr(31) || 'stale=yes' || chr(31) AND {}",
+                    conditions.join(" AND ")
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index(0)
+            .unwrap();
+        assert!(
+            filters == ["env=prod="] || stale > 0,
+            "{filters:?}: no image with a stale tag_set matches, so that case is untested"
         );
     }
 }

@@ -172,6 +172,32 @@ both!(v2_query, |app: TestApp| async move {
     );
     assert_eq!(all_pages(&app, &a, "tag=team").await.len(), 12);
     assert!(all_pages(&app, &a, "tag=env=prod=").await.is_empty());
+    // a binary older than the prefilter column (a rolling upgrade) changes the tags as it
+    // always did, bumping the revision and leaving `tag_set` as it was: the filters still see
+    // the change (the stale prefilter is not used), and the next write makes it current again
+    {
+        use sea_orm::ConnectionTrait;
+        let db = strata_api::db::connect(&app.cfg.database_url(), Some(1)).await.unwrap();
+        db.execute_unprepared(&format!(
+            "UPDATE image_tags SET value = 'canary' WHERE image_id = '{a00}' AND key = 'team'"
+        ))
+        .await
+        .unwrap();
+        db.execute_unprepared(&format!("UPDATE images SET revision = revision + 1 WHERE id = '{a00}'"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(all_pages(&app, &a, "tag=team=canary").await, vec!["a-00".to_owned()]);
+    assert!(all_pages(&app, &a, "tag=team=y").await.is_empty());
+    let res = app
+        .req(Method::PATCH, &format!("{}/images/{a00}", app.v1("a", "local")), &a)
+        .json(&json!({"tags": {"env": "prod=x", "team": "z"}}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(res, StatusCode::OK).await;
+    assert_eq!(all_pages(&app, &a, "tag=team=z").await, vec!["a-00".to_owned()]);
+    assert!(all_pages(&app, &a, "tag=team=canary").await.is_empty());
 
     // bad input
     let url = |q: &str| format!("{}/api/v2/regions/local/images?{q}", app.base);

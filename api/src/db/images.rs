@@ -135,8 +135,9 @@ async fn write_tags<C: ConnectionTrait>(c: &C, img: &Image) -> Result<(), sea_or
 /// character, which no tag value may contain.
 const TAG_SET_SEPARATOR: char = '\u{1f}';
 
-/// Rewrites `images.tag_set` from the image's rows in `image_tags`; called in the transaction
-/// that wrote them, so the prefilter never lags the tags.
+/// Rewrites `images.tag_set` from the image's rows in `image_tags`, and marks it current for the
+/// image's revision; called in the transaction that wrote them (after any revision bump), so the
+/// prefilter never lags the tags.
 async fn refresh_tag_set<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_orm::DbErr> {
     let backend = c.get_database_backend();
     let mut sql = Sql {
@@ -156,8 +157,24 @@ async fn refresh_tag_set<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_
         .bind(id.to_owned())
         .push("), ")
         .bind(sep)
-        .push(") WHERE id = ")
+        .push("), tag_set_revision = revision WHERE id = ")
         .bind(id.to_owned());
+    c.execute_raw(Statement::from_sql_and_values(backend, sql.text, sql.values))
+        .await?;
+    Ok(())
+}
+
+/// After a revision bump that leaves the tags alone: `tag_set` stays in use if it was current.
+pub(super) async fn tag_set_follows_revision<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_orm::DbErr> {
+    let backend = c.get_database_backend();
+    let mut sql = Sql {
+        backend,
+        text: String::new(),
+        values: Vec::new(),
+    };
+    sql.push("UPDATE images SET tag_set_revision = revision WHERE id = ")
+        .bind(id.to_owned())
+        .push(" AND tag_set_revision = revision - 1");
     c.execute_raw(Statement::from_sql_and_values(backend, sql.text, sql.values))
         .await?;
     Ok(())
@@ -704,9 +721,11 @@ fn push_filters(sql: &mut Sql, q: &ImageQuery) {
         };
         sql.push(" AND COALESCE(");
         for t in &q.tags {
-            sql.push(&format!("COALESCE({find}(images.tag_set, "))
-                .bind(tag_set_needle(t))
-                .push(") > 0, true) AND ");
+            sql.push(&format!(
+                "COALESCE(CASE WHEN images.tag_set_revision = images.revision THEN {find}(images.tag_set, "
+            ))
+            .bind(tag_set_needle(t))
+            .push(") > 0 END, true) AND ");
         }
         for (i, t) in q.tags.iter().enumerate() {
             if i > 0 {

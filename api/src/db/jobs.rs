@@ -440,6 +440,7 @@ pub async fn finish_failed(db: &Db, job: &Job, owner: &str, code: ReasonCode, re
                 .filter(images::Column::Id.eq(image.to_string()))
                 .exec(&txn)
                 .await?;
+            super::images::tag_set_follows_revision(&txn, &image.to_string()).await?;
         }
         JobTarget::Kernel(kernel) => super::kernels::mark_failed_in(&txn, kernel, code, reason).await?,
     }
