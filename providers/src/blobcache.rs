@@ -235,17 +235,7 @@ impl BlobCache {
         let Some(index) = self.built_index(key) else {
             return Ok(None);
         };
-        let text = match std::fs::read_to_string(&index) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let parsed = text.trim().split_once(' ').and_then(|(d, n)| {
-            let digest = Digest::parse(d).ok()?;
-            Some((digest, n.parse::<u64>().ok()?))
-        });
-        let Some((digest, size)) = parsed else {
-            let _ = std::fs::remove_file(&index);
+        let Some((digest, size)) = read_index(&index)? else {
             return Ok(None);
         };
         let path = self.path_of(&digest);
@@ -287,26 +277,13 @@ impl BlobCache {
         match std::fs::hard_link(file, &entry) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(_) => {
-                let mut pending = Pending::create(&self.dir.join("tmp"), digest.hex())?;
-                let copied = File::open(file).and_then(|mut src| io::copy(&mut src, &mut pending.file));
-                if let Err(e) = copied.and_then(|_| pending.file.sync_all()) {
-                    pending.discard();
-                    return Err(e);
-                }
-                pending.publish(&entry, Replace::No)?;
-            }
+            Err(_) => self.write_new(&entry, Replace::No, digest.hex(), |out| {
+                io::copy(&mut File::open(file)?, out).map(drop)
+            })?,
         }
-        let mut index_file = Pending::create(&self.dir.join("tmp"), key)?;
-        let written = index_file
-            .file
-            .write_all(format!("{} {size}\n", digest.as_str()).as_bytes())
-            .and_then(|()| index_file.file.sync_all());
-        if let Err(e) = written {
-            index_file.discard();
-            return Err(e);
-        }
-        index_file.publish(&index, Replace::Yes)?;
+        self.write_new(&index, Replace::Yes, key, |out| {
+            out.write_all(format!("{} {size}\n", digest.as_str()).as_bytes())
+        })?;
         self.evict(Some(&digest))?;
         Ok(())
     }
@@ -316,12 +293,27 @@ impl BlobCache {
         let Some(index) = self.built_index(key) else {
             return;
         };
-        if let Ok(text) = std::fs::read_to_string(&index)
-            && let Some(digest) = text.split(' ').next().and_then(|d| Digest::parse(d).ok())
-        {
+        if let Ok(Some((digest, _))) = read_index(&index) {
             let _ = std::fs::remove_file(self.path_of(&digest));
         }
         let _ = std::fs::remove_file(&index);
+    }
+
+    /// Writes a new file at `dest` through an unnamed temp file: filled by `fill`, synced, then
+    /// published; nothing is left behind when any step fails.
+    fn write_new(
+        &self,
+        dest: &Path,
+        replace: Replace,
+        stem: &str,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut pending = Pending::create(&self.dir.join("tmp"), stem)?;
+        if let Err(e) = fill(&mut pending.file).and_then(|()| pending.file.sync_all()) {
+            pending.discard();
+            return Err(e);
+        }
+        pending.publish(dest, replace).map(drop)
     }
 
     /// Bytes held now.
@@ -332,6 +324,24 @@ impl BlobCache {
         }
         Ok(total)
     }
+}
+
+/// The digest and size a built artifact's index names; `None` (and the index removed) when it
+/// is missing or unreadable.
+fn read_index(index: &Path) -> io::Result<Option<(Digest, u64)>> {
+    let text = match std::fs::read_to_string(index) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let parsed = text.trim().split_once(' ').and_then(|(d, n)| {
+        let digest = Digest::parse(d).ok()?;
+        Some((digest, n.parse::<u64>().ok()?))
+    });
+    if parsed.is_none() {
+        let _ = std::fs::remove_file(index);
+    }
+    Ok(parsed)
 }
 
 /// Whether publishing replaces what is at the destination already.

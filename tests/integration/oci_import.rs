@@ -458,17 +458,7 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
         let t = app.token(&["acme"]);
         let reference = format!("{}/private/app:1.0", reg.addr);
         // without credentials, or with wrong ones: the registry refuses
-        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
-        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
-        assert!(body["message"].as_str().unwrap().contains("refused"), "{body}");
-        let wrong = json!({"source": {"type": "oci", "reference": reference,
-            "credentials": {"username": "puller", "password": "wrong"}}});
-        expect_error(
-            create(&app, &t, wrong).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "fetch-failed",
-        )
-        .await;
+        refused_without_the_right_credentials(&app, &t, &reference, "refused").await;
 
         let body = json!({"source": {"type": "oci", "reference": reference,
             "credentials": {"username": "puller", "password": pw}}});
@@ -489,6 +479,22 @@ async fn credentials_are_used_and_never_shown(backend: Backend) {
     .await;
     let logs = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     assert!(!logs.contains(&password), "the password is in the logs");
+}
+
+/// Without credentials, and with a wrong password for `puller`: 422 `fetch-failed`, the first
+/// saying `says`.
+async fn refused_without_the_right_credentials(app: &TestApp, t: &str, reference: &str, says: &str) {
+    let res = create(app, t, json!({"source": {"type": "oci", "reference": reference}})).await;
+    let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
+    assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    let wrong = json!({"source": {"type": "oci", "reference": reference,
+        "credentials": {"username": "puller", "password": "wrong"}}});
+    expect_error(
+        create(app, t, wrong).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "fetch-failed",
+    )
+    .await;
 }
 
 on_both!(credentials_go_through_the_token_flow);
@@ -521,17 +527,7 @@ async fn credentials_go_through_the_token_flow(backend: Backend) {
     run(backend, cfg, |app: TestApp| async move {
         let t = app.token(&["acme"]);
         let reference = format!("{}/private/app:2.0", reg.addr);
-        let res = create(&app, &t, json!({"source": {"type": "oci", "reference": reference}})).await;
-        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "fetch-failed").await;
-        assert!(body["message"].as_str().unwrap().contains("token"), "{body}");
-        let wrong = json!({"source": {"type": "oci", "reference": reference,
-            "credentials": {"username": "puller", "password": "wrong"}}});
-        expect_error(
-            create(&app, &t, wrong).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "fetch-failed",
-        )
-        .await;
+        refused_without_the_right_credentials(&app, &t, &reference, "token").await;
         assert_eq!(
             issued.load(std::sync::atomic::Ordering::SeqCst),
             pushed_with,

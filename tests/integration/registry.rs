@@ -326,7 +326,7 @@ pub struct TokenServer {
 impl TokenServer {
     pub async fn start(user: &str, password: &str) -> TokenServer {
         use base64::Engine as _;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let dir = tempfile::tempdir().unwrap();
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         run(Command::new("openssl")
@@ -368,21 +368,11 @@ impl TokenServer {
                 let (signing, x5c, expected, counter) =
                     (signing.clone(), x5c.clone(), expected.clone(), counter.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let authorized = head
-                        .lines()
-                        .filter_map(|l| l.split_once(':'))
-                        .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected);
-                    let url = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
+                    let Ok(req) = crate::upstream::read_request(&mut conn).await else {
+                        return;
+                    };
+                    let authorized = req.authorization.as_deref() == Some(expected.as_str());
+                    let url = reqwest::Url::parse(&format!("http://x{}", req.path)).unwrap();
                     let scopes: Vec<String> = url
                         .query_pairs()
                         .filter(|(k, _)| k == "scope")

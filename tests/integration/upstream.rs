@@ -143,20 +143,23 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-struct Request {
-    method: String,
-    range: Option<String>,
-    authorization: Option<String>,
+pub(crate) struct Request {
+    pub(crate) method: String,
+    /// The request target: path and query.
+    pub(crate) path: String,
+    pub(crate) range: Option<String>,
+    pub(crate) authorization: Option<String>,
 }
 
-enum HeadError {
+pub(crate) enum HeadError {
     /// The client went away before sending a complete head.
     Closed,
     TooLarge,
     Malformed,
 }
 
-async fn read_request(stream: &mut TcpStream) -> Result<Request, HeadError> {
+/// Reads one HTTP/1 request head (also the token service's in `registry`).
+pub(crate) async fn read_request(stream: &mut TcpStream) -> Result<Request, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut scratch = [0u8; 4096];
     let head_len = loop {
@@ -200,6 +203,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, HeadError> {
     }
     Ok(Request {
         method: method.to_owned(),
+        path: path.to_owned(),
         range,
         authorization,
     })

@@ -262,7 +262,7 @@ enum Stored {
 impl OciImport {
     /// Checks the pulled filesystem against the job and the quota and stores it through the
     /// ingest pipeline (hashed, checked to be ext4, a cached one against its digest).
-    async fn store(&self, attempt: &Attempt<'_>, spec: &OciSpec, mut pulled: Pulled) -> Result<Stored, Failure> {
+    async fn store(&self, attempt: &Attempt<'_>, spec: &OciSpec, pulled: Pulled) -> Result<Stored, Failure> {
         let (job, max) = (attempt.job.id, attempt.max_bytes);
         if pulled.resolved.manifest_digest.as_str() != spec.manifest_digest {
             return Err(Failure::permanent(
@@ -282,9 +282,9 @@ impl OciImport {
         let reporter = attempt.reporter();
         reporter.set_phase(ImportPhase::Storing);
         reporter.progress(0, size);
-        let (file, expected) = match &mut pulled.rootfs {
+        let (file, expected) = match &pulled.rootfs {
             Rootfs::Built { path, .. } => {
-                let file = std::fs::File::open(&*path)
+                let file = std::fs::File::open(path)
                     .map_err(|e| Failure::internal(job, "opening the built filesystem", &e))?;
                 (file, None)
             }
