@@ -5,15 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use strata_domain::ids::BlobId;
 use strata_domain::kernel::KernelId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::blob::{BlobRead, BlobStore, StorageError};
+use crate::blob::{BlobStore, StorageError};
 use crate::key::BlobKey;
 
 /// Part size of kernel file writes (S3's minimum part is 5 MiB).
@@ -51,31 +51,6 @@ impl BlobStore {
         }
         w.finish().await?;
         Ok(())
-    }
-
-    /// Opens a kernel file, optionally only the inclusive range `start..=end`.
-    pub async fn open_kernel_file(
-        &self,
-        kernel: KernelId,
-        blob: BlobId,
-        range: Option<(u64, u64)>,
-    ) -> Result<BlobRead, StorageError> {
-        let options = GetOptions {
-            range: range.map(|(s, e)| GetRange::Bounded(s..e + 1)),
-            ..Default::default()
-        };
-        let res = self.inner.get_opts(&Self::kernel_key(kernel, blob), options).await?;
-        let size = res.meta.size;
-        let stream = res.into_stream().map_err(StorageError::from).boxed();
-        Ok(BlobRead { size, stream })
-    }
-
-    /// Deletes a kernel file; what is already gone is not an error.
-    pub async fn delete_kernel_file(&self, kernel: KernelId, blob: BlobId) -> Result<(), StorageError> {
-        match self.inner.delete(&Self::kernel_key(kernel, blob)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Every stored object under `kernels/` (for tests and the sweeper).

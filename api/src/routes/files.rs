@@ -7,7 +7,6 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::model::{ImagePath, ImageView};
 use crate::openapi::{BadRequest, Binary, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
-use crate::service::images::Download;
 use crate::state::AppState;
 use crate::tenancy::{ImageRef, ImagesRead, ImagesWrite, OrgRegion};
 
@@ -118,23 +117,7 @@ async fn download_file(
         header(&req, header::IF_RANGE),
     )
     .await?;
-    let (mut res, body, len) = match dl {
-        Download::Full { body } => {
-            let len = body.size;
-            (HttpResponse::Ok(), body, len)
-        }
-        Download::Partial { body, start, end } => {
-            let mut res = HttpResponse::PartialContent();
-            res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", body.size)));
-            (res, body, end - start + 1)
-        }
-    };
-    Ok(res
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .content_type(OCTET)
-        .no_chunking(len)
-        .streaming(body.stream))
+    Ok(super::file_response(dl, etag))
 }
 
 /// The image's size and ETag, without its bytes

@@ -15,7 +15,7 @@ use crate::kernel_model::{
 use crate::model::{ConsumerRequest, ConsumerView, ListParams, OrgRegionPath, QueryParamsDoc, RegionPath};
 use crate::openapi::{BadRequest, Binary, Forbidden, Internal, NotFound, Unauthorized};
 use crate::service;
-use crate::service::kernels::{Download, UploadKind};
+use crate::service::kernels::UploadKind;
 use crate::state::AppState;
 use crate::tenancy::{ArtifactRef, ConsumerRef, KernelRef, KernelsRead, KernelsWrite, OrgRegion, RegionAccess};
 
@@ -459,23 +459,7 @@ async fn download_kernel_file(
         header_str(&req, header::IF_RANGE),
     )
     .await?;
-    let (mut res, body, len) = match dl {
-        Download::Full { body } => {
-            let len = body.size;
-            (HttpResponse::Ok(), body, len)
-        }
-        Download::Partial { body, start, end } => {
-            let mut res = HttpResponse::PartialContent();
-            res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", body.size)));
-            (res, body, end - start + 1)
-        }
-    };
-    Ok(res
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .content_type(OCTET)
-        .no_chunking(len)
-        .streaming(body.stream.map_err(crate::error::ApiError::from)))
+    Ok(super::file_response(dl, etag))
 }
 
 /// A kernel file's size and ETag, without its bytes

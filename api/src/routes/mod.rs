@@ -70,6 +70,28 @@ fn not_modified(req: &HttpRequest, etag: &str) -> Option<HttpResponse> {
         .then(|| HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish())
 }
 
+/// `GET` of a file (an image's or a kernel's): 200 with the whole body or 206 with one range,
+/// streamed with its length, ETag and `Accept-Ranges`.
+fn file_response(dl: crate::service::download::Download, etag: String) -> HttpResponse {
+    use crate::service::download::Download;
+    let (mut res, body, len) = match dl {
+        Download::Full { body } => {
+            let len = body.size;
+            (HttpResponse::Ok(), body, len)
+        }
+        Download::Partial { body, start, end } => {
+            let mut res = HttpResponse::PartialContent();
+            res.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", body.size)));
+            (res, body, end - start + 1)
+        }
+    };
+    res.insert_header((header::ETAG, etag))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .content_type("application/octet-stream")
+        .no_chunking(len)
+        .streaming(body.stream)
+}
+
 /// What `GET` of a file would send, headers only: size, ETag and `Accept-Ranges` (HEAD of an
 /// image's or a kernel's file).
 fn head_of_file(etag: &str, size: u64) -> HttpResponse {

@@ -5,19 +5,19 @@ use strata_domain::command::{CreateImage, ImageSource, PatchImage};
 use strata_domain::ids::{BlobId, ImageId, OrganizationId, RegionId};
 use strata_domain::image::{
     DiskFormat, Image, ImageKind, ImageState, ImportPhase, OsInfo, Provenance, SourceKind, Status, Visibility,
-    check_if_match, if_range_holds,
+    check_if_match,
 };
 use strata_domain::query::{ImageQuery, V1_DEFAULT_LIMIT, V1_MAX_LIMIT};
-use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
-use strata_providers::{BlobKey, BlobRead, IngestError, IngestLimits, RawDisk, ingest};
+use strata_providers::{BlobKey, IngestError, IngestLimits, RawDisk, ingest};
 
 use crate::db;
 use crate::db::images::DeleteOutcome;
 use crate::db::tenant::OrgImages;
 use crate::error::{ApiError, ApiResult};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
+use crate::service::download::Download;
 use crate::service::imports::{UrlImport, UrlRequest};
 use crate::service::oci::{OciImport, OciRequest};
 use crate::state::AppState;
@@ -375,11 +375,6 @@ where
     find_visible(st, access, id).await
 }
 
-pub enum Download {
-    Full { body: BlobRead },
-    Partial { body: BlobRead, start: u64, end: u64 },
-}
-
 /// A ready image the caller may read, with what a download needs. Only [`downloadable`] makes
 /// one, so a download always starts from the visibility check.
 pub struct Readable {
@@ -407,22 +402,9 @@ pub async fn download<S>(
     range: Option<&str>,
     if_range: Option<&str>,
 ) -> ApiResult<Download> {
-    let range = match if_range {
-        Some(h) if !if_range_holds(h, &file.image.file_etag()) => None,
-        _ => range,
-    };
-    let (key, store) = (BlobKey::image(file.image.id, file.blob), &access.region.store);
-    match parse_range(range, file.size) {
-        RangeRequest::Full => Ok(Download::Full {
-            body: store.open(&key, None).await?,
-        }),
-        RangeRequest::Partial { start, end } => Ok(Download::Partial {
-            body: store.open(&key, Some((start, end))).await?,
-            start,
-            end,
-        }),
-        RangeRequest::Unsatisfiable => Err(DomainError::RangeNotSatisfiable { size: file.size }.into()),
-    }
+    let key = BlobKey::image(file.image.id, file.blob);
+    let etag = file.image.file_etag();
+    super::download::open(&access.region.store, &key, &etag, file.size, range, if_range).await
 }
 
 pub async fn delete(st: &AppState, access: &OrgRegion<ImagesWrite>, id: ImageId) -> ApiResult<()> {

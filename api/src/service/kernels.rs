@@ -6,19 +6,16 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures::Stream;
 use strata_domain::ids::{BlobId, ConsumerId};
-use strata_domain::image::{
-    Architecture, Image, ImageState, Status, Visibility, check_if_match, if_range_holds, parse_sha256,
-};
+use strata_domain::image::{Architecture, Image, ImageState, Status, Visibility, check_if_match, parse_sha256};
 use strata_domain::kernel::{
     ArtifactInfo, Artifacts, Kernel, KernelArtifact, KernelFormat, KernelId, KernelProvenance, KernelSource,
     KernelVersion, parse_distro,
 };
 use strata_domain::kernel_format::DETECT_LEN;
 use strata_domain::name::{Description, ImageName};
-use strata_domain::range::{RangeRequest, parse_range};
 use strata_domain::tags::UserTags;
 use strata_domain::{DomainError, ResourceKind};
-use strata_providers::BlobRead;
+use strata_providers::BlobKey;
 use strata_providers::kernel_store::{StageError, StagedFile, stage};
 
 use crate::config::{Config, KernelCatalogEntry};
@@ -27,6 +24,7 @@ use crate::db::kernels::{DeleteOutcome, KernelConsumerRow};
 use crate::db::tenant::OrgKernels;
 use crate::error::{ApiError, ApiResult};
 use crate::service::body::{BodyError, Pace, QuotaWatch, guard};
+use crate::service::download::Download;
 use crate::service::kernel_pull::{BundleRequest, KernelBundlePull};
 use crate::state::AppState;
 use crate::tenancy::{KernelsWrite, OrgRegion};
@@ -497,7 +495,7 @@ async fn store_files(
 
 async fn remove_files(store: &strata_providers::BlobStore, id: KernelId, artifacts: &Artifacts) {
     for (a, info) in artifacts.iter() {
-        if let Err(e) = store.delete_kernel_file(id, info.blob).await {
+        if let Err(e) = store.delete(&BlobKey::kernel(id, info.blob)).await {
             tracing::warn!(kernel = %id, artifact = %a, blob = %info.blob, error = %e, "removing a kernel file failed");
         }
     }
@@ -559,11 +557,6 @@ impl Drop for DirGuard {
     }
 }
 
-pub enum Download {
-    Full { body: BlobRead },
-    Partial { body: BlobRead, start: u64, end: u64 },
-}
-
 /// A ready kernel file the caller may read.
 pub struct Readable {
     pub kernel: Kernel,
@@ -593,23 +586,9 @@ pub async fn download<S>(
     range: Option<&str>,
     if_range: Option<&str>,
 ) -> ApiResult<Download> {
-    let range = match if_range {
-        Some(h) if !if_range_holds(h, &file.info.etag()) => None,
-        _ => range,
-    };
-    let store = &access.region.store;
-    let (id, blob) = (file.kernel.id, file.info.blob);
-    match parse_range(range, file.info.size) {
-        RangeRequest::Full => Ok(Download::Full {
-            body: store.open_kernel_file(id, blob, None).await?,
-        }),
-        RangeRequest::Partial { start, end } => Ok(Download::Partial {
-            body: store.open_kernel_file(id, blob, Some((start, end))).await?,
-            start,
-            end,
-        }),
-        RangeRequest::Unsatisfiable => Err(DomainError::RangeNotSatisfiable { size: file.info.size }.into()),
-    }
+    let key = BlobKey::kernel(file.kernel.id, file.info.blob);
+    let etag = file.info.etag();
+    super::download::open(&access.region.store, &key, &etag, file.info.size, range, if_range).await
 }
 
 pub async fn delete(st: &AppState, access: &OrgRegion<KernelsWrite>, id: KernelId) -> ApiResult<()> {

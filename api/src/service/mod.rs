@@ -5,6 +5,7 @@ pub mod body;
 pub mod consumers;
 pub mod defaults;
 pub mod docker;
+pub mod download;
 pub mod images;
 pub mod imports;
 pub mod jobs;
