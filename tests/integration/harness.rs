@@ -14,6 +14,23 @@ pub enum Backend {
     Postgres,
 }
 
+/// Runs `async fn name(backend: Backend)` as two tests, `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::harness::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::harness::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 /// Runs an async test body on both databases: `both!(name, |app| async move { ... })`.
 #[macro_export]
 macro_rules! both {

@@ -12,6 +12,7 @@ use strata_domain::disk_format::samples;
 
 use crate::harness::*;
 use crate::kernels::{elf_aarch64, elf_x86_64, make_bundle};
+use crate::on_both;
 use crate::upstream::{Behaviour, Upstream};
 
 fn sha(b: &[u8]) -> String {
@@ -299,6 +300,7 @@ async fn pulls_postgres_s3() {
     pulls(Backend::Postgres, true).await;
 }
 
+on_both!(cancel);
 /// Deleting a kernel while it is being pulled cancels the pull (its job goes with the row) and
 /// leaves nothing in storage or staging; the concurrent-import slot is given back.
 async fn cancel(backend: Backend) {
@@ -350,16 +352,6 @@ async fn cancel(backend: Backend) {
         },
     )
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_on_delete_sqlite() {
-    cancel(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_on_delete_postgres() {
-    cancel(Backend::Postgres).await;
 }
 
 /// kill -9 in the middle of a catalog pull: the restarted process takes the job over once the
@@ -481,6 +473,7 @@ fn default_kernel(name: &str, entry: &str) -> DefaultArtifact {
     }
 }
 
+on_both!(defaults);
 /// Defaults: reconciled on start and on demand, by several replicas at once, with exactly one
 /// import per default; a changed sha256 is a conflict, left alone.
 async fn defaults(backend: Backend) {
@@ -631,14 +624,4 @@ async fn defaults(backend: Backend) {
         assert_eq!(full(&kernel_up), 1);
     })
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn defaults_sqlite() {
-    defaults(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn defaults_postgres() {
-    defaults(Backend::Postgres).await;
 }

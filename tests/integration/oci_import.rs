@@ -11,22 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use crate::on_both;
 use crate::registry::{ImageSpec, Registry, push, small_layers};
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(crate::harness::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(crate::harness::Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 /// Loopback registries are allowed for the tests (the default policy refuses them), spoken to
 /// over plain HTTP.
