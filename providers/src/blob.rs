@@ -194,20 +194,32 @@ async fn open_local(path: std::path::PathBuf, range: Option<(u64, u64)>) -> Resu
             let file = file.clone();
             let len = (end - offset).min(LOCAL_READ_CHUNK) as usize;
             async move {
-                tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, offset)?;
-                    Ok::<_, std::io::Error>(Bytes::from(buf))
-                })
-                .await
-                .map_err(join_error)?
-                .map_err(local_error)
+                tokio::task::spawn_blocking(move || read_at(&file, offset, len))
+                    .await
+                    .map_err(join_error)?
+                    .map_err(local_error)
             }
         })
         .buffered(LOCAL_READ_AHEAD)
         .boxed();
     Ok(BlobRead { size, stream })
+}
+
+/// `len` bytes of `file` from `offset`, read into a buffer that is not zeroed first (each chunk
+/// of a download would otherwise be written twice in memory before the socket sees it).
+fn read_at(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        // Reads into the spare capacity and extends the length by what was read.
+        let at = offset + buf.len() as u64;
+        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    // The allocator may have given more capacity than asked for: never past the range.
+    buf.truncate(len);
+    Ok(Bytes::from(buf))
 }
 
 impl BlobStore {

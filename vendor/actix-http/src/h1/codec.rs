@@ -146,6 +146,16 @@ impl Decoder for Codec {
     }
 }
 
+impl Codec {
+    /// STRATA PATCH: for a body chunk of `len` bytes that is to be written without framing (a
+    /// body of known length, or one that ends with the connection), accounts for it and returns
+    /// how many of its bytes belong to the body; `None` when the encoding frames chunks
+    /// (chunked transfer encoding), which [`Encoder::encode`] must then do.
+    pub(crate) fn pass_through(&mut self, len: usize) -> Option<usize> {
+        self.encoder.pass_through(len)
+    }
+}
+
 impl Encoder<Message<(Response<()>, BodySize)>> for Codec {
     type Error = io::Error;
 

@@ -11,7 +11,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -46,6 +46,11 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
+
+/// STRATA PATCH: body chunks at least this large skip `write_buf` when the body is sent as it is
+/// (a known length, not chunked): they are written to the socket from their own buffer, which
+/// saves a copy of every byte of a large download.
+const DIRECT_WRITE_MIN: usize = 1024 * 32;
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
@@ -196,6 +201,10 @@ pin_project! {
         // True if backing allocation of `write_buf` needs to be released.
         write_buf_needs_reset: bool,
 
+        // STRATA PATCH: a large body chunk written to the socket from its own buffer instead of
+        // being copied into `write_buf`, and how many bytes of `write_buf` go out before it.
+        write_direct: Option<(usize, Bytes)>,
+
         codec: Codec,
     }
 }
@@ -312,6 +321,7 @@ where
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
+                    write_direct: None,
                     codec: Codec::new(config),
                 },
             },
@@ -368,9 +378,42 @@ where
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            write_direct,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
+
+        // STRATA PATCH: the bytes queued before a direct chunk, then the chunk itself.
+        if let Some((before, chunk)) = write_direct.as_mut() {
+            let mut written = 0;
+            while written < *before {
+                match io.as_mut().poll_write(cx, &write_buf[written..*before])? {
+                    Poll::Ready(0) => {
+                        error!("write zero; closing");
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
+                    }
+                    Poll::Ready(n) => written += n,
+                    Poll::Pending => {
+                        write_buf.advance(written);
+                        *before -= written;
+                        return Poll::Pending;
+                    }
+                }
+            }
+            write_buf.advance(written);
+            *before = 0;
+            while !chunk.is_empty() {
+                match io.as_mut().poll_write(cx, chunk)? {
+                    Poll::Ready(0) => {
+                        error!("write zero; closing");
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
+                    }
+                    Poll::Ready(n) => chunk.advance(n),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            *write_direct = None;
+        }
 
         // Allow normal buffer growth, but do not retain allocations caused by large response
         // chunks on idle connections.
@@ -687,11 +730,26 @@ where
                 }
 
                 StateProj::SendPayload { mut body } => {
+                    // STRATA PATCH: one direct chunk at a time, written before anything else.
+                    if this.write_direct.is_some() {
+                        return Ok(PollResponse::DrainWriteBuf);
+                    }
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
                     while this.write_buf.len() < *this.h1_write_buffer_size {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
+                                // STRATA PATCH: a large chunk of a body sent as it is (not
+                                // chunked) goes to the socket from its own buffer, uncopied.
+                                if item.len() >= DIRECT_WRITE_MIN {
+                                    if let Some(n) = this.codec.pass_through(item.len()) {
+                                        if n > 0 {
+                                            *this.write_direct =
+                                                Some((this.write_buf.len(), item.slice(..n)));
+                                        }
+                                        return Ok(PollResponse::DrainWriteBuf);
+                                    }
+                                }
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }
@@ -1296,6 +1354,12 @@ where
             mem::take(this.read_buf),
         );
         parts.write_buf = mem::take(this.write_buf);
+        // STRATA PATCH: a direct chunk still unwritten goes back in its place.
+        if let Some((before, chunk)) = this.write_direct.take() {
+            let after = parts.write_buf.split_off(before);
+            parts.write_buf.extend_from_slice(&chunk);
+            parts.write_buf.extend_from_slice(&after);
+        }
         let framed = Framed::from_parts(parts);
         this.flow.upgrade.as_ref().unwrap().call((req, framed))
     }
@@ -1474,7 +1538,7 @@ where
                     }
 
                     // keep-alive and stream errors
-                    if state_is_none && inner_p.write_buf.is_empty() {
+                    if state_is_none && inner_p.write_buf.is_empty() && inner_p.write_direct.is_none() {
                         if let Some(err) = inner_p.error.take() {
                             error!("stream error: {}", &err);
                             return Poll::Ready(Err(err));

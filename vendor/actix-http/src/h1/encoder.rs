@@ -359,6 +359,11 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.encode_eof(buf)
     }
 
+    /// STRATA PATCH: see `Codec::pass_through`.
+    pub(crate) fn pass_through(&mut self, len: usize) -> Option<usize> {
+        self.te.pass_through(len)
+    }
+
     /// Encode message.
     pub fn encode(
         &mut self,
@@ -486,6 +491,21 @@ impl TransferEncoding {
                 } else {
                     Ok(true)
                 }
+            }
+        }
+    }
+
+    /// STRATA PATCH: what [`Self::encode`] would copy of a `len`-byte message when it would copy
+    /// it unframed (and the same accounting); `None` for chunked transfer encoding.
+    #[inline]
+    pub(crate) fn pass_through(&mut self, len: usize) -> Option<usize> {
+        match self.kind {
+            TransferEncodingKind::Eof => Some(len),
+            TransferEncodingKind::Chunked(_) => None,
+            TransferEncodingKind::Length(ref mut remaining) => {
+                let n = cmp::min(*remaining, len as u64);
+                *remaining -= n;
+                Some(n as usize)
             }
         }
     }
