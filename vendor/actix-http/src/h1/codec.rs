@@ -146,7 +146,31 @@ impl Decoder for Codec {
     }
 }
 
+/// STRATA PATCH: what the codec knew of a request when it parsed it and needs again to frame
+/// that request's response: whether it was a HEAD, and its HTTP version. With pipelined requests
+/// the codec has parsed later requests by then, so the dispatcher keeps this with each request
+/// and puts it back before the response is encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestFraming {
+    head: bool,
+    version: Version,
+}
+
 impl Codec {
+    /// STRATA PATCH: see [`RequestFraming`]; taken right after a request is decoded.
+    pub(crate) fn request_framing(&self) -> RequestFraming {
+        RequestFraming {
+            head: self.flags.contains(Flags::HEAD),
+            version: self.version,
+        }
+    }
+
+    /// STRATA PATCH: see [`RequestFraming`]; before the request's response is encoded.
+    pub(crate) fn set_request_framing(&mut self, framing: RequestFraming) {
+        self.flags.set(Flags::HEAD, framing.head);
+        self.version = framing.version;
+    }
+
     /// STRATA PATCH: for a body chunk of `len` bytes that is to be written without framing (a
     /// body of known length, or one that ends with the connection), accounts for it and returns
     /// how many of its bytes belong to the body; `None` when the encoding frames chunks

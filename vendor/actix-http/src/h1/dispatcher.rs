@@ -22,7 +22,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 use tracing::{error, trace};
 
 use super::{
-    codec::Codec,
+    codec::{Codec, RequestFraming},
     decoder::MAX_BUFFER_SIZE,
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
@@ -205,6 +205,10 @@ pin_project! {
         // being copied into `write_buf`, and how many bytes of `write_buf` go out before it.
         write_direct: Option<(usize, Bytes)>,
 
+        // STRATA PATCH: how to frame the response of the request in the service (see
+        // `RequestFraming`), until its head is encoded.
+        request_framing: Option<RequestFraming>,
+
         codec: Codec,
     }
 }
@@ -322,6 +326,7 @@ where
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     write_direct: None,
+                    request_framing: None,
                     codec: Codec::new(config),
                 },
             },
@@ -523,6 +528,11 @@ where
 
         let size = body.size();
 
+        // STRATA PATCH: frame the response for its own request, not the last one parsed.
+        if let Some(framing) = this.request_framing.take() {
+            this.codec.set_request_framing(framing);
+        }
+
         this.codec
             .encode(Message::Item((res, size)), this.write_buf)
             .map_err(|err| {
@@ -664,6 +674,9 @@ where
                 StateProj::None => match this.messages.pop_front() {
                     // handle request message
                     Some(DispatcherMessage::Item(req)) => {
+                        // STRATA PATCH: see `RequestFraming`.
+                        *this.request_framing = req.extensions_mut().remove::<RequestFraming>();
+
                         // Handle `EXPECT: 100-Continue` header
                         if req.head().expect() {
                             // set InnerDispatcher state and continue loop to poll it
@@ -896,6 +909,9 @@ where
         {
             let mut this = self.as_mut().project();
 
+            // STRATA PATCH: see `RequestFraming`.
+            *this.request_framing = req.extensions_mut().remove::<RequestFraming>();
+
             // Handle `EXPECT: 100-Continue` header
             if req.head().expect() {
                 // set dispatcher state to call expect handler
@@ -1003,6 +1019,9 @@ where
                             req.head_mut().peer_addr = *this.peer_addr;
 
                             req.conn_data.clone_from(this.conn_data);
+
+                            // STRATA PATCH: see `RequestFraming`.
+                            req.extensions_mut().insert(this.codec.request_framing());
 
                             match this.codec.message_type() {
                                 // request has no payload
