@@ -417,11 +417,11 @@ both!(conditional_reads_and_head, |app: TestApp| async move {
     assert!(res.headers()["allow"].to_str().unwrap().contains("HEAD"));
 });
 
-/// Downloads on one keep-alive connection, pipelined: large bodies leave the server from their
-/// own buffers (the vendored actix-http's direct writes), small ones through its write buffer;
-/// every response must still come whole and in order, ranges and HEAD included. (Unpatched,
-/// actix-http framed a response by the last request it had parsed, not the one it answered: a
-/// HEAD pipelined behind a GET, or a GET behind a HEAD, broke the connection.)
+// Downloads on one keep-alive connection, pipelined: large bodies leave the server from their
+// own buffers (the vendored actix-http's direct writes), small ones through its write buffer;
+// every response must still come whole and in order, ranges and HEAD included. (Unpatched,
+// actix-http framed a response by the last request it had parsed, not the one it answered: a
+// HEAD followed by a pipelined GET was framed as the GET's, and the connection was dropped.)
 both!(pipelined_downloads_keep_their_order, |app: TestApp| async move {
     use tokio::io::AsyncWriteExt;
     let t = app.token(&["acme"]);
