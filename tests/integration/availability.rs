@@ -365,30 +365,10 @@ both!(
 
 /// Reads one response (head and a `content-length` body) from a kept-alive connection.
 async fn read_response(s: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("a response within 10 s")
-            .unwrap();
-        assert!(n > 0, "the server closed instead of answering: {text:?}");
-        got.extend_from_slice(&buf[..n]);
-    }
+    let (head, _, body) = tokio::time::timeout(Duration::from_secs(10), read_http_response(s, false))
+        .await
+        .expect("a response within 10 s");
+    head + &String::from_utf8_lossy(&body)
 }
 
 // actix-http times out slow headers only on a connection's first request; the keep-alive

@@ -445,48 +445,33 @@ both!(pipelined_downloads_keep_their_order, |app: TestApp| async move {
         head("GET", &format!("{base}/file"), ""),
         head("GET", &format!("{base}/file"), "Range: bytes=-10\r\n"),
     ];
-    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (r, mut w) = s.into_split();
-    w.write_all(requests.concat().as_bytes()).await.unwrap();
-    let mut r = tokio::io::BufReader::new(r);
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(requests.concat().as_bytes()).await.unwrap();
     let limit = std::time::Duration::from_secs(30);
-    let (status, _, body) = tokio::time::timeout(limit, read_response(&mut r, false)).await.unwrap();
-    assert_eq!(status, "HTTP/1.1 206 Partial Content");
+    let status = |head: &str| head.lines().next().unwrap_or_default().to_owned();
+    let (head, _, body) = tokio::time::timeout(limit, read_http_response(&mut s, false))
+        .await
+        .unwrap();
+    assert_eq!(status(&head), "HTTP/1.1 206 Partial Content");
     assert!(body == data[100..1_500_100], "the ranged body differs");
-    let (status, len, _) = tokio::time::timeout(limit, read_response(&mut r, true)).await.unwrap();
-    assert_eq!((status.as_str(), len), ("HTTP/1.1 200 OK", data.len()));
-    let (status, _, body) = tokio::time::timeout(limit, read_response(&mut r, false)).await.unwrap();
-    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (head, len, _) = tokio::time::timeout(limit, read_http_response(&mut s, true))
+        .await
+        .unwrap();
+    assert_eq!((status(&head).as_str(), len), ("HTTP/1.1 200 OK", data.len()));
+    let (head, _, body) = tokio::time::timeout(limit, read_http_response(&mut s, false))
+        .await
+        .unwrap();
+    assert_eq!(status(&head), "HTTP/1.1 200 OK");
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["id"], id);
-    let (status, _, body) = tokio::time::timeout(limit, read_response(&mut r, false)).await.unwrap();
-    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (head, _, body) = tokio::time::timeout(limit, read_http_response(&mut s, false))
+        .await
+        .unwrap();
+    assert_eq!(status(&head), "HTTP/1.1 200 OK");
     assert!(body == data, "the whole body differs");
-    let (status, _, body) = tokio::time::timeout(limit, read_response(&mut r, false)).await.unwrap();
-    assert_eq!(status, "HTTP/1.1 206 Partial Content");
+    let (head, _, body) = tokio::time::timeout(limit, read_http_response(&mut s, false))
+        .await
+        .unwrap();
+    assert_eq!(status(&head), "HTTP/1.1 206 Partial Content");
     assert_eq!(body, data[data.len() - 10..]);
 });
-
-/// One HTTP/1.1 response from `r`: status line, Content-Length and body (none after a HEAD).
-async fn read_response(
-    r: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
-    is_head: bool,
-) -> (String, usize, Vec<u8>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut status = String::new();
-    r.read_line(&mut status).await.unwrap();
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).await.unwrap();
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0u8; if is_head { 0 } else { len }];
-    r.read_exact(&mut body).await.unwrap();
-    (status.trim_end().to_owned(), len, body)
-}

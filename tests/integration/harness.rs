@@ -428,3 +428,33 @@ pub async fn wait_until_settled(client: &Client, url: &str, token: &str, secs: u
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Reads exactly one HTTP/1.1 response from a raw connection: its head (up to the blank line),
+/// its `content-length` and that many body bytes (none after a HEAD), never a byte of the
+/// response after it, so it works on kept-alive and pipelined connections alike. Panics if the
+/// server closes first.
+pub async fn read_http_response(s: &mut tokio::net::TcpStream, is_head: bool) -> (String, usize, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read_u8().await {
+            Ok(b) => head.push(b),
+            Err(e) => panic!(
+                "the server closed instead of answering ({e}): {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; if is_head { 0 } else { len }];
+    s.read_exact(&mut body).await.unwrap();
+    (head, len, body)
+}

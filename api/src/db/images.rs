@@ -139,12 +139,7 @@ const TAG_SET_SEPARATOR: char = '\u{1f}';
 /// image's revision; called in the transaction that wrote them (after any revision bump), so the
 /// prefilter never lags the tags.
 async fn refresh_tag_set<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_orm::DbErr> {
-    let backend = c.get_database_backend();
-    let mut sql = Sql {
-        backend,
-        text: String::new(),
-        values: Vec::new(),
-    };
+    let mut sql = Sql::new(c.get_database_backend());
     let sep = TAG_SET_SEPARATOR.to_string();
     // string_agg: PostgreSQL, and SQLite since 3.44 (the bundled one is 3.51).
     sql.push("UPDATE images SET tag_set = COALESCE((SELECT ")
@@ -159,24 +154,17 @@ async fn refresh_tag_set<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_
         .bind(sep)
         .push("), tag_set_revision = revision WHERE id = ")
         .bind(id.to_owned());
-    c.execute_raw(Statement::from_sql_and_values(backend, sql.text, sql.values))
-        .await?;
+    c.execute_raw(sql.statement()).await?;
     Ok(())
 }
 
 /// After a revision bump that leaves the tags alone: `tag_set` stays in use if it was current.
 pub(super) async fn tag_set_follows_revision<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), sea_orm::DbErr> {
-    let backend = c.get_database_backend();
-    let mut sql = Sql {
-        backend,
-        text: String::new(),
-        values: Vec::new(),
-    };
+    let mut sql = Sql::new(c.get_database_backend());
     sql.push("UPDATE images SET tag_set_revision = revision WHERE id = ")
         .bind(id.to_owned())
         .push(" AND tag_set_revision = revision - 1");
-    c.execute_raw(Statement::from_sql_and_values(backend, sql.text, sql.values))
-        .await?;
+    c.execute_raw(sql.statement()).await?;
     Ok(())
 }
 
@@ -533,6 +521,18 @@ struct Sql {
 }
 
 impl Sql {
+    fn new(backend: DbBackend) -> Self {
+        Sql {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn statement(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+
     fn push(&mut self, s: &str) -> &mut Self {
         self.text.push_str(s);
         self
@@ -593,11 +593,7 @@ pub fn query_statement(backend: DbBackend, region: &RegionId, q: &ImageQuery) ->
     if branches.is_empty() {
         return None;
     }
-    let mut sql = Sql {
-        backend,
-        text: String::new(),
-        values: Vec::new(),
-    };
+    let mut sql = Sql::new(backend);
     // PostgreSQL computes the tag columns of the top-level select list after its sort and
     // `LIMIT` (it postpones expensive expressions); SQLite would compute them for every row it
     // sorts, so there the page is a subquery and the columns are added outside it.
@@ -661,7 +657,7 @@ pub fn query_statement(backend: DbBackend, region: &RegionId, q: &ImageQuery) ->
     if !flat {
         sql.push(") AS p").push(order);
     }
-    Some(Statement::from_sql_and_values(backend, sql.text, sql.values))
+    Some(sql.statement())
 }
 
 /// The select list of the v2 statement: the image row of `table` with its user tags and docker
